@@ -1,6 +1,126 @@
 //! envrun: run a command with secrets in its environment and nowhere else.
+//!
+//! [`run`] is the whole program: parse the command line ([`cli`]), read the manifest
+//! ([`manifest`]), resolve every reference ([`resolve`], [`backend`]), then start the
+//! command ([`launch`]). `main.rs` only turns the result into an exit status.
 
-/// Runs envrun with the process arguments and returns the exit code.
+pub mod backend;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod launch;
+pub mod manifest;
+pub mod reference;
+pub mod resolve;
+pub mod secret;
+pub mod store;
+pub mod ui;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::backend::Context;
+use crate::cli::{Cli, Command, RunArgs};
+use crate::error::{EXIT_ENVRUN, Error};
+use crate::manifest::Manifest;
+use crate::secret::Secret;
+
+/// Variables envrun reads for itself and never passes on: `ENVRUN_KEY` is key material.
+const NOT_INHERITED: &[&str] = &["ENVRUN_KEY"];
+
+/// Runs envrun with the process arguments and returns the exit status.
 pub fn run() -> i32 {
-    0
+    harden();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Some(Command::Secrets(args)) => commands::secrets::run(args),
+        Some(Command::Completions { shell }) => commands::completions(shell),
+        Some(Command::Man) => commands::man(),
+        None => run_command(cli.run),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            ui::error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0; real usage errors exit 125, not clap's 2,
+/// so a caller can tell envrun's failure from the command's.
+fn usage_error(e: clap::Error) -> i32 {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        _ => {
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            ui::error(&Error::Usage(message.join("\n")));
+            EXIT_ENVRUN
+        }
+    }
+}
+
+/// Marks the process non-dumpable: no core file and no ptrace by other processes of the same
+/// user while envrun holds secrets. exec resets this for the command.
+fn harden() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        ui::warn(&format!("could not mark the process non-dumpable: {e}"));
+    }
+}
+
+/// The main job: manifest, resolve, launch.
+fn run_command(args: RunArgs) -> Result<i32, Error> {
+    let manifest = Manifest::discover(args.manifest.as_deref())?;
+    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
+        .collect();
+
+    let mut requests = Vec::new();
+    if !args.no_inherit_refs && !args.clean_env {
+        let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
+        requests.extend(
+            resolve::inherited_requests(&inherited)?
+                .into_iter()
+                .filter(|(name, _)| !sets(name)),
+        );
+    }
+    requests.extend(manifest.environment.iter().cloned());
+
+    let ctx = Context {
+        base_dir: manifest.base_dir.clone(),
+        tenant: None,
+    };
+    let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
+
+    let mut env: Vec<(OsString, Secret)> =
+        Vec::with_capacity(inherited.len() + resolved.vars.len());
+    for (name, value) in inherited {
+        let keep = !args.clean_env || (name == "PATH");
+        if keep {
+            env.push((name, Secret::from_vec(value.into_encoded_bytes())));
+        }
+    }
+    for (name, value) in resolved.vars {
+        env.push((OsString::from(name), value.bytes));
+    }
+    drop(resolved.masks);
+    let plan = launch::Plan {
+        argv: args.command,
+        env,
+    };
+    Err(launch::launch(plan))
 }

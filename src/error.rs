@@ -1,0 +1,107 @@
+//! envrun's own errors: what failed, named by operation and object, never by value.
+//!
+//! Every variant has a message (one line) and a hint (what to try next). `ui` prints both.
+//! Values never reach these types: they carry variable names, references, keys and paths.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+
+/// Exit status when envrun itself fails (as `env`, `docker run` and tini use).
+pub const EXIT_ENVRUN: i32 = 125;
+/// Exit status when the command was found but could not be run.
+pub const EXIT_CANNOT_RUN: i32 = 126;
+/// Exit status when the command was not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("manifest {} not found", .0.display())]
+    ManifestNotFound(PathBuf),
+
+    #[error("cannot read manifest {}: {source}", path.display())]
+    ManifestRead { path: PathBuf, source: io::Error },
+
+    #[error("manifest {}: {message}", path.display())]
+    ManifestParse { path: PathBuf, message: String },
+
+    #[error("{}", failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n"))]
+    Resolve {
+        failures: Vec<Failure>,
+        hints: Vec<String>,
+    },
+
+    #[error("{0}")]
+    Store(#[from] StoreError),
+
+    #[error("{0}")]
+    Backend(#[from] crate::backend::BackendError),
+
+    #[error("cannot run `{command}`: command not found")]
+    NotFound { command: String },
+
+    #[error("cannot run `{command}`: {source}")]
+    CannotRun { command: String, source: io::Error },
+
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+/// One reference that could not be resolved: the variable, the reference, what went wrong.
+#[derive(Debug)]
+pub struct Failure {
+    pub var: String,
+    pub reference: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.var, self.reference, self.reason)
+    }
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The exit status envrun ends with after this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NotFound { .. } => EXIT_NOT_FOUND,
+            Error::CannotRun { .. } => EXIT_CANNOT_RUN,
+            _ => EXIT_ENVRUN,
+        }
+    }
+
+    /// What the user can try next.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Usage(_) => "run `envrun --help` for usage".into(),
+            Error::ManifestNotFound(_) => {
+                "check --manifest / $ENVRUN_MANIFEST, or run without one to use only inherited references".into()
+            }
+            Error::ManifestRead { .. } => "check that the file exists and is readable".into(),
+            Error::ManifestParse { .. } => {
+                "fix the manifest at the position shown; see `man envrun` for the schema".into()
+            }
+            Error::Resolve { hints, .. } if !hints.is_empty() => hints.join("\n"),
+            Error::Resolve { .. } => {
+                "the command was not started; fix the references above (for the local store, `envrun secrets list` shows what it holds)".into()
+            }
+            Error::Store(e) => return e.hint(),
+            Error::Backend(e) => return e.hint.clone(),
+            Error::NotFound { .. } => "check the command name and PATH".into(),
+            Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
+            Error::Io { .. } => return None,
+        })
+    }
+}

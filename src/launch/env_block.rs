@@ -1,0 +1,66 @@
+//! The child's environment as `NAME=VALUE\0` strings, in buffers wiped on drop.
+
+use std::ffi::{CStr, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::secret::Secret;
+
+pub struct EnvBlock {
+    entries: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl EnvBlock {
+    /// Builds the block; a later entry for a name replaces an earlier one in place.
+    pub fn build(env: &[(OsString, Secret)]) -> Result<EnvBlock, Error> {
+        let mut entries: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(env.len());
+        let mut names: Vec<&OsStr> = Vec::with_capacity(env.len());
+        for (name, value) in env {
+            let n = name.as_bytes();
+            if n.is_empty() || n.contains(&b'=') || n.contains(&0) {
+                return Err(Error::Usage(format!(
+                    "`{}` is not a valid environment variable name",
+                    name.to_string_lossy()
+                )));
+            }
+            if value.expose().contains(&0) {
+                return Err(Error::Usage(format!(
+                    "the value of `{}` contains a NUL byte, which an environment variable cannot hold",
+                    name.to_string_lossy()
+                )));
+            }
+            // Sized before it is filled: growth would leave unwiped copies of the value.
+            let mut buf = Zeroizing::new(Vec::with_capacity(n.len() + 1 + value.len() + 1));
+            buf.extend_from_slice(n);
+            buf.push(b'=');
+            buf.extend_from_slice(value.expose());
+            buf.push(0);
+            match names.iter().position(|x| *x == name.as_os_str()) {
+                Some(i) => entries[i] = buf,
+                None => {
+                    names.push(name);
+                    entries.push(buf);
+                }
+            }
+        }
+        Ok(EnvBlock { entries })
+    }
+
+    /// The entries as C strings, for execve.
+    pub fn as_cstrs(&self) -> Vec<&CStr> {
+        self.entries
+            .iter()
+            .map(|e| CStr::from_bytes_with_nul(e).expect("built with one NUL at the end"))
+            .collect()
+    }
+
+    /// The value of `name`, if set (for PATH lookup).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries.iter().find_map(|e| {
+            let e = &e[..e.len() - 1];
+            e.strip_prefix(name.as_bytes())?.strip_prefix(b"=")
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Exec mode: envrun becomes the command (same PID; signals and exit status are the
+//! command's own because there is no envrun process left).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::EnvBlock;
+use crate::error::Error;
+
+/// Used when neither the child nor envrun has a PATH (as glibc's execvp does).
+const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
+
+/// Replaces this process with `argv`; returns the error if that is impossible.
+pub fn exec(argv: &[OsString], env: &EnvBlock) -> Error {
+    let Some(program) = argv.first() else {
+        return Error::Usage(String::from("no command given"));
+    };
+    let shown = program.to_string_lossy().into_owned();
+    let path = match find_program(program, env) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let to_c = |s: &OsStr| CString::new(s.as_bytes());
+    let (Ok(path_c), Ok(args)) = (
+        to_c(path.as_os_str()),
+        argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>(),
+    ) else {
+        return Error::Usage(format!(
+            "the command `{shown}` or an argument contains a NUL byte"
+        ));
+    };
+    let envp = env.as_cstrs();
+    let errno = match nix::unistd::execve(&path_c, &args, &envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    let err = io::Error::from(errno);
+    match err.kind() {
+        io::ErrorKind::NotFound => Error::NotFound { command: shown },
+        _ => Error::CannotRun {
+            command: shown,
+            source: err,
+        },
+    }
+}
+
+/// Finds the program as the shell would, but in the child's PATH (the one the manifest may
+/// set), falling back to envrun's own.
+pub fn find_program(program: &OsStr, env: &EnvBlock) -> Result<PathBuf, Error> {
+    let shown = || program.to_string_lossy().into_owned();
+    if program.is_empty() {
+        return Err(Error::NotFound { command: shown() });
+    }
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let own_path = std::env::var_os("PATH").map(OsString::into_vec);
+    let search = env
+        .get("PATH")
+        .or(own_path.as_deref())
+        .unwrap_or(DEFAULT_PATH);
+    let mut not_executable = None;
+    for dir in search.split(|b| *b == b':') {
+        // An empty entry means the current directory, as in POSIX.
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(program);
+        let Ok(meta) = candidate.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 != 0 {
+            return Ok(candidate);
+        }
+        not_executable.get_or_insert(candidate);
+    }
+    match not_executable {
+        Some(p) => Err(Error::CannotRun {
+            command: shown(),
+            source: io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not executable", p.display()),
+            ),
+        }),
+        None => Err(Error::NotFound { command: shown() }),
+    }
+}

@@ -1,0 +1,332 @@
+//! Resolution: turns parsed values into bytes, or into a list of everything that failed.
+//!
+//! Every `secret:` reference is grouped by backend and de-duplicated (two variables that use
+//! `secret:DB#user` and `secret:DB#password` cost one lookup of `DB`); each backend is asked
+//! for all its keys at once, and the backends run concurrently. Nothing is partial: if any
+//! reference fails, [`resolve`] returns every failure and no values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use crate::backend::{Backend, BackendConfig, Context, Lookup, LookupResult};
+use crate::error::{Error, Failure};
+use crate::manifest::Manifest;
+use crate::reference::{Part, Reference, SecretRef};
+use crate::secret::{Secret, Value};
+
+/// The name the default backend (`secrets:`) goes by in messages.
+pub const DEFAULT_BACKEND: &str = "default";
+
+/// A variable to resolve: its name and parsed value.
+pub type Request = (String, Vec<Part>);
+
+/// What resolution produced.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Each variable and its value, in request order.
+    pub vars: Vec<(String, Value)>,
+    /// Every secret value to mask in the child's output, with the variable it belongs to:
+    /// each secret part of a value and, for an interpolated value, the whole of it.
+    pub masks: Vec<(String, Secret)>,
+}
+
+/// Resolves `requests` against the backends of `manifest`.
+pub fn resolve(
+    manifest: &Manifest,
+    requests: &[Request],
+    ctx: &Context,
+) -> Result<Resolved, Error> {
+    let mut failures = Vec::new();
+    let mut hints = Vec::new();
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, &mut hints);
+    if !failures.is_empty() {
+        return Err(Error::Resolve { failures, hints });
+    }
+    let mut resolved = Resolved::default();
+    for (var, parts) in requests {
+        let mut pieces: Vec<(Value, bool)> = Vec::with_capacity(parts.len());
+        let mut ok = true;
+        for part in parts {
+            match evaluate(part, &fetched, ctx) {
+                Ok(v) => pieces.push((v, matches!(part, Part::Ref(_)))),
+                Err((reference, reason)) => {
+                    failures.push(Failure {
+                        var: var.clone(),
+                        reference,
+                        reason,
+                    });
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let value = join(&pieces);
+        for (piece, _) in pieces.iter().filter(|(p, _)| p.sensitive) {
+            resolved.masks.push((var.clone(), piece.bytes.clone()));
+        }
+        if pieces.len() > 1 && value.sensitive {
+            resolved.masks.push((var.clone(), value.bytes.clone()));
+        }
+        resolved.vars.push((var.clone(), value));
+    }
+    if failures.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(Error::Resolve { failures, hints })
+    }
+}
+
+/// Values fetched from backends, by backend name and lookup.
+struct Fetched {
+    backends: BTreeMap<String, Box<dyn Backend>>,
+    results: BTreeMap<(String, Lookup), LookupResult>,
+}
+
+fn backend_name(r: &SecretRef) -> &str {
+    r.backend.as_deref().unwrap_or(DEFAULT_BACKEND)
+}
+
+fn config<'m>(manifest: &'m Manifest, name: &str) -> Option<&'m BackendConfig> {
+    if name == DEFAULT_BACKEND && !manifest.backends.contains_key(DEFAULT_BACKEND) {
+        Some(&manifest.default_backend)
+    } else {
+        manifest.backends.get(name)
+    }
+}
+
+fn secret_refs(requests: &[Request]) -> impl Iterator<Item = (&str, &SecretRef)> {
+    requests.iter().flat_map(|(var, parts)| {
+        parts.iter().filter_map(move |p| match p {
+            Part::Ref(Reference::Secret(r)) => Some((var.as_str(), r)),
+            _ => None,
+        })
+    })
+}
+
+/// One backend's answer to all its lookups.
+type Answer = (
+    String,
+    Vec<Lookup>,
+    Result<Vec<LookupResult>, crate::backend::BackendError>,
+);
+
+/// Builds the backends in use, checks names and parameters, then fetches concurrently.
+fn fetch_secrets(
+    manifest: &Manifest,
+    requests: &[Request],
+    ctx: &Context,
+    failures: &mut Vec<Failure>,
+    hints: &mut Vec<String>,
+) -> Fetched {
+    let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
+    for (var, r) in secret_refs(requests) {
+        let name = backend_name(r);
+        let fail = |reason: String| Failure {
+            var: var.to_owned(),
+            reference: r.to_string(),
+            reason,
+        };
+        if !backends.contains_key(name) {
+            let Some(cfg) = config(manifest, name) else {
+                failures.push(fail(format!(
+                    "no backend named `{name}` in {}",
+                    manifest.describe()
+                )));
+                continue;
+            };
+            match cfg.build(ctx) {
+                Ok(b) => {
+                    backends.insert(name.to_owned(), b);
+                }
+                Err(e) => {
+                    failures.push(fail(format!("backend `{name}`: {e}")));
+                    continue;
+                }
+            }
+        }
+        let backend = &backends[name];
+        if let Some((p, _)) = r
+            .params
+            .iter()
+            .find(|(p, _)| !backend.params().contains(&p.as_str()))
+        {
+            let known = backend.params();
+            failures.push(fail(format!(
+                "backend `{name}` ({}) has no parameter `{p}`{}",
+                backend.kind(),
+                if known.is_empty() {
+                    String::from(" (it takes none)")
+                } else {
+                    format!(" (it takes: {})", known.join(", "))
+                }
+            )));
+            continue;
+        }
+        wanted.entry(name.to_owned()).or_default().insert(Lookup {
+            key: r.key.clone(),
+            params: r.params.clone(),
+        });
+    }
+    let mut results = BTreeMap::new();
+    if failures.is_empty() {
+        let answers: Vec<Answer> = std::thread::scope(|s| {
+            let handles: Vec<_> = wanted
+                .into_iter()
+                .map(|(name, lookups)| {
+                    let backend = &backends[&name];
+                    let lookups: Vec<Lookup> = lookups.into_iter().collect();
+                    s.spawn(move || {
+                        let answer = backend.fetch(&lookups);
+                        (name, lookups, answer)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (name, lookups, answer) in answers {
+            match answer {
+                Ok(values) if values.len() == lookups.len() => {
+                    for (l, v) in lookups.into_iter().zip(values) {
+                        results.insert((name.clone(), l), v);
+                    }
+                }
+                Ok(_) => failures.push(Failure {
+                    var: String::from("-"),
+                    reference: format!("backend `{name}`"),
+                    reason: String::from("returned the wrong number of answers (a bug in envrun)"),
+                }),
+                Err(e) => {
+                    // One line per variable that needed this backend, so the user sees what is blocked.
+                    for (var, r) in secret_refs(requests).filter(|(_, r)| backend_name(r) == name) {
+                        failures.push(Failure {
+                            var: var.to_owned(),
+                            reference: r.to_string(),
+                            reason: format!("backend `{name}`: {e}"),
+                        });
+                    }
+                    if let Some(hint) = &e.hint {
+                        hints.push(hint.clone());
+                    }
+                }
+            }
+        }
+    }
+    Fetched { backends, results }
+}
+
+/// Evaluates one part; an error is `(reference, reason)`.
+fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, (String, String)> {
+    let reference = match part {
+        Part::Literal(s) => {
+            return Ok(Value {
+                bytes: Secret::from_slice(s.as_bytes()),
+                sensitive: false,
+            });
+        }
+        Part::Ref(r) => r,
+    };
+    let fail = |reason: String| (reference.to_string(), reason);
+    match reference {
+        Reference::Secret(r) => {
+            let name = backend_name(r);
+            let lookup = Lookup {
+                key: r.key.clone(),
+                params: r.params.clone(),
+            };
+            let backend = &fetched.backends[name];
+            let value = match fetched.results.get(&(name.to_owned(), lookup)) {
+                Some(Ok(Some(v))) => v,
+                Some(Ok(None)) => {
+                    return Err(fail(format!(
+                        "not found in backend `{name}` ({})",
+                        backend.kind()
+                    )));
+                }
+                Some(Err(e)) => {
+                    return Err(fail(format!("backend `{name}` ({}): {e}", backend.kind())));
+                }
+                None => return Err(fail(String::from("was not fetched (a bug in envrun)"))),
+            };
+            let bytes = match &r.field {
+                Some(field) => backend.field(value, field).map_err(fail)?,
+                None => value.clone(),
+            };
+            Ok(Value {
+                bytes,
+                sensitive: true,
+            })
+        }
+        Reference::Env(var) => match std::env::var_os(var) {
+            Some(v) => Ok(Value {
+                bytes: Secret::from_vec(v.into_vec()),
+                sensitive: false,
+            }),
+            None => Err(fail(String::from("not set in envrun's environment"))),
+        },
+        Reference::File(path) => {
+            let full = ctx.base_dir.join(path);
+            let mut bytes = std::fs::read(&full)
+                .map_err(|e| fail(format!("cannot read {}: {e}", full.display())))?;
+            if bytes.ends_with(b"\n") {
+                bytes.pop();
+                if bytes.ends_with(b"\r") {
+                    bytes.pop();
+                }
+            }
+            Ok(Value {
+                bytes: Secret::from_vec(bytes),
+                sensitive: true,
+            })
+        }
+    }
+}
+
+/// Concatenates the pieces into one value, in a buffer sized before it is filled.
+fn join(pieces: &[(Value, bool)]) -> Value {
+    if let [(single, _)] = pieces {
+        return single.clone();
+    }
+    let len = pieces.iter().map(|(p, _)| p.bytes.len()).sum();
+    let mut buf = Vec::with_capacity(len);
+    for (p, _) in pieces {
+        buf.extend_from_slice(p.bytes.expose());
+    }
+    Value {
+        bytes: Secret::from_vec(buf),
+        sensitive: pieces.iter().any(|(p, _)| p.sensitive),
+    }
+}
+
+/// Finds references in envrun's inherited environment: only whole `secret:` / `secret@`
+/// values count (`env:` and `file:` are left alone there: `DATABASE_URL=file:./dev.db` is a
+/// common literal).
+pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, Error> {
+    let mut out = Vec::new();
+    for (name, value) in env {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if !(value.starts_with("secret:") || value.starts_with("secret@")) {
+            continue;
+        }
+        match crate::reference::parse_reference(value) {
+            Some(Ok(r)) => out.push((name.to_owned(), vec![Part::Ref(r)])),
+            Some(Err(e)) => {
+                return Err(Error::Resolve {
+                    failures: vec![Failure {
+                        var: name.to_owned(),
+                        reference: String::from("(inherited environment)"),
+                        reason: e.to_string(),
+                    }],
+                    hints: Vec::new(),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}

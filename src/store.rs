@@ -1,0 +1,486 @@
+//! The local encrypted store: `secrets.json.enc` sealed with the key in `secrets.key`.
+//!
+//! File format (version 1):
+//!
+//! ```text
+//! offset  size  what
+//! 0       6     magic "ENVRUN"
+//! 6       1     format version (1)
+//! 7       1     algorithm (1 = AES-256-GCM)
+//! 8       12    nonce, fresh from the OS RNG on every write
+//! 20      n+16  ciphertext and tag of a JSON object {"NAME": "value", ...}
+//! ```
+//!
+//! The 8-byte header is bound as associated data, so changing the version or algorithm
+//! byte fails authentication like any other tampering. The key file holds the 32-byte key
+//! in base64 on one line; `$ENVRUN_KEY` can hold the same text instead.
+//!
+//! Writes are atomic and serialised: a writer takes an exclusive `flock` on `STORE.lock` (a
+//! file that is never renamed), writes `.STORE.tmp.PID`, fsyncs it, renames it over the
+//! store and fsyncs the directory. Plaintext exists only in memory, in buffers sized before
+//! they are filled and wiped after use.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use nix::fcntl::{Flock, FlockArg};
+use secrecy::{ExposeSecret, SecretBox};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::secret::Secret;
+
+const MAGIC: &[u8; 6] = b"ENVRUN";
+const VERSION: u8 = 1;
+const ALG_AES256GCM: u8 = 1;
+const HEADER_LEN: usize = 8;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+pub const KEY_LEN: usize = 32;
+
+/// Default file names, next to the manifest (or in the working directory).
+pub const DEFAULT_STORE: &str = "secrets.json.enc";
+pub const DEFAULT_KEY: &str = "secrets.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {} not found", .0.display())]
+    StoreMissing(PathBuf),
+    #[error("key file {} not found", .0.display())]
+    KeyMissing(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{} has mode {mode:04o}; it must not be accessible by group or others", path.display())]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("{what} is not a valid key (expected {KEY_LEN} bytes in base64)")]
+    BadKey { what: String },
+    #[error("{} is not an envrun store", .0.display())]
+    NotAStore(PathBuf),
+    #[error("{} has store format {version}, newer than this envrun understands", path.display())]
+    NewerFormat { path: PathBuf, version: u8 },
+    #[error("store {} is corrupted or the key is wrong", .0.display())]
+    Decrypt(PathBuf),
+    #[error("store {} decrypted but its content is not a JSON object of strings", .0.display())]
+    Content(PathBuf),
+    #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
+    NotUtf8(String),
+}
+
+impl StoreError {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            StoreError::StoreMissing(_) => {
+                "create it with `envrun secrets set NAME`, or point $ENVRUN_STORE / `secrets: {path: ...}` at it".into()
+            }
+            StoreError::KeyMissing(_) => {
+                "set $ENVRUN_KEY_FILE or $ENVRUN_KEY, or `key_file:` in the manifest".into()
+            }
+            StoreError::Permissions { path, .. } => format!("run `chmod 600 {}`", path.display()),
+            StoreError::BadKey { .. } => {
+                "a key file holds one line of base64 (44 characters), as `envrun secrets set` creates it".into()
+            }
+            StoreError::NotAStore(_) | StoreError::Content(_) => {
+                "check the path; restore from a backup if the file was overwritten".into()
+            }
+            StoreError::NewerFormat { .. } => "upgrade envrun".into(),
+            StoreError::Decrypt(_) => {
+                "check that the key matches this store ($ENVRUN_KEY, $ENVRUN_KEY_FILE, key_file:); if it does, restore the store from a backup".into()
+            }
+            StoreError::NotUtf8(_) => return None,
+            StoreError::Read { .. } | StoreError::Write { .. } => {
+                "check the path and its permissions".into()
+            }
+        })
+    }
+}
+
+/// A 256-bit store key, wiped on drop.
+pub struct Key(SecretBox<[u8; KEY_LEN]>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key([REDACTED])")
+    }
+}
+
+impl Key {
+    /// A new random key from the OS RNG.
+    pub fn generate() -> io::Result<Key> {
+        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
+        getrandom::fill(&mut *secrecy::ExposeSecretMut::expose_secret_mut(&mut key))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Key(key))
+    }
+
+    /// Parses base64 text (surrounding whitespace ignored). `what` names the source in errors.
+    pub fn from_base64(text: &[u8], what: &str) -> Result<Key, StoreError> {
+        let bad = || StoreError::BadKey {
+            what: what.to_owned(),
+        };
+        let text = text.trim_ascii();
+        // Decode into a buffer one block larger than the key so an over-long key is caught.
+        let mut buf = Zeroizing::new([0u8; KEY_LEN + 3]);
+        let n = B64.decode_slice(text, &mut buf[..]).map_err(|_| bad())?;
+        if n != KEY_LEN {
+            return Err(bad());
+        }
+        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
+        secrecy::ExposeSecretMut::expose_secret_mut(&mut key).copy_from_slice(&buf[..KEY_LEN]);
+        Ok(Key(key))
+    }
+
+    /// Reads a key file, refusing one that group or others can access.
+    pub fn load(path: &Path) -> Result<Key, StoreError> {
+        let mut file = File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::KeyMissing(path.to_owned()),
+            _ => StoreError::Read {
+                path: path.to_owned(),
+                source: e,
+            },
+        })?;
+        check_private(&file, path)?;
+        let mut text = Zeroizing::new(Vec::with_capacity(128));
+        (&mut file)
+            .take(4096)
+            .read_to_end(&mut text)
+            .map_err(|e| StoreError::Read {
+                path: path.to_owned(),
+                source: e,
+            })?;
+        Key::from_base64(&text, &format!("key file {}", path.display()))
+    }
+
+    /// The key as base64 text, for writing a key file.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(B64.encode(self.0.expose_secret()))
+    }
+
+    /// Writes a new key file (0600); fails if one exists.
+    pub fn create_file(&self, path: &Path) -> Result<(), StoreError> {
+        let werr = |e| StoreError::Write {
+            path: path.to_owned(),
+            source: e,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(werr)?;
+        let mut line = self.to_base64();
+        line.push('\n');
+        file.write_all(line.as_bytes()).map_err(werr)?;
+        file.sync_all().map_err(werr)?;
+        sync_dir(path).map_err(werr)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.0.expose_secret().into())
+    }
+}
+
+/// Refuses a file that group or others can read or write.
+pub fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
+    let mode = file
+        .metadata()
+        .map_err(|e| StoreError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// The decrypted content of a store: names and values.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// Reads and decrypts the store at `path`.
+pub fn read(path: &Path, key: &Key) -> Result<Contents, StoreError> {
+    let mut file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => StoreError::StoreMissing(path.to_owned()),
+        _ => StoreError::Read {
+            path: path.to_owned(),
+            source: e,
+        },
+    })?;
+    check_private(&file, path)?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).map_err(|e| StoreError::Read {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    open(&data, key, path)
+}
+
+/// Decrypts store bytes; `path` is only used in error messages.
+pub fn open(data: &[u8], key: &Key, path: &Path) -> Result<Contents, StoreError> {
+    if data.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || &data[..6] != MAGIC {
+        return Err(StoreError::NotAStore(path.to_owned()));
+    }
+    // A version or algorithm byte from the future gets its own message; a flipped bit that
+    // lands here on an existing store fails authentication below like any other.
+    if data[6] > VERSION {
+        return Err(StoreError::NewerFormat {
+            path: path.to_owned(),
+            version: data[6],
+        });
+    }
+    let (header, rest) = data.split_at(HEADER_LEN);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let nonce = Nonce::try_from(nonce).map_err(|_| StoreError::NotAStore(path.to_owned()))?;
+    let mut plain = Zeroizing::new(Vec::with_capacity(sealed.len()));
+    plain.extend_from_slice(sealed);
+    key.cipher()
+        .decrypt_in_place(&nonce, header, &mut *plain)
+        .map_err(|_| StoreError::Decrypt(path.to_owned()))?;
+    if data[6] != VERSION || data[7] != ALG_AES256GCM {
+        return Err(StoreError::NotAStore(path.to_owned()));
+    }
+    let map: BTreeMap<String, SecretField> =
+        serde_json::from_slice(&plain).map_err(|_| StoreError::Content(path.to_owned()))?;
+    Ok(Contents {
+        secrets: map.into_iter().map(|(k, v)| (k, v.0)).collect(),
+    })
+}
+
+/// Encrypts `contents` into the store file format, under a fresh nonce.
+pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
+    let mut entries = Vec::with_capacity(contents.secrets.len());
+    for (name, value) in &contents.secrets {
+        let text =
+            std::str::from_utf8(value.expose()).map_err(|_| StoreError::NotUtf8(name.clone()))?;
+        entries.push((name.as_str(), text));
+    }
+    let map: BTreeMap<&str, &str> = entries.into_iter().collect();
+    // Size the buffer exactly before filling it: a growing Vec leaves unwiped copies.
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    let total = HEADER_LEN + NONCE_LEN + counter.0 + TAG_LEN;
+    let mut plain = Zeroizing::new(Vec::with_capacity(counter.0 + TAG_LEN));
+    serde_json::to_writer(&mut *plain, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(ALG_AES256GCM);
+    // The nonce MUST be unique for every message under one key: 96 fresh random bits per
+    // write keep the collision chance negligible for any realistic number of writes.
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| StoreError::Write {
+        path: PathBuf::from("<random>"),
+        source: io::Error::other(e.to_string()),
+    })?;
+    out.extend_from_slice(&nonce);
+    let nonce = Nonce::from(nonce);
+    let header = out[..HEADER_LEN].to_vec();
+    key.cipher()
+        .encrypt_in_place(&nonce, &header, &mut *plain)
+        .map_err(|_| StoreError::Content(PathBuf::new()))?;
+    out.extend_from_slice(&plain);
+    Ok(out)
+}
+
+/// A held exclusive lock on a store's lock file; released on drop.
+pub struct Lock(#[allow(dead_code)] Flock<File>);
+
+/// Takes the writer lock for `store` (`STORE.lock`, created 0600, never renamed).
+pub fn lock(store: &Path) -> Result<Lock, StoreError> {
+    let path = sibling(store, "", ".lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| StoreError::Write {
+            path: path.clone(),
+            source: e,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map(Lock)
+        .map_err(|(_, errno)| StoreError::Write {
+            path,
+            source: errno.into(),
+        })
+}
+
+/// Replaces the store atomically with `contents` sealed under `key`. Hold [`lock`] first.
+pub fn write(store: &Path, key: &Key, contents: &Contents, _lock: &Lock) -> Result<(), StoreError> {
+    remove_stale_temps(store);
+    let sealed = seal(contents, key)?;
+    let tmp = sibling(store, ".", &format!(".tmp.{}", std::process::id()));
+    let werr = |p: &Path| {
+        let p = p.to_owned();
+        move |e| StoreError::Write { path: p, source: e }
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(werr(&tmp))?;
+    let result = file
+        .write_all(&sealed)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, store));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(werr(store)(e));
+    }
+    sync_dir(store).map_err(werr(store))
+}
+
+/// Removes temp files left by writers that were killed; safe because we hold the lock.
+fn remove_stale_temps(store: &Path) {
+    let (Some(dir), Some(name)) = (parent(store), store.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn parent(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
+fn sibling(store: &Path, prefix: &str, suffix: &str) -> PathBuf {
+    let name = store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    store.with_file_name(format!("{prefix}{name}{suffix}"))
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match parent(path) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Deserializes a JSON string straight into a [`Secret`], without an intermediate `String`.
+struct SecretField(Secret);
+
+impl<'de> serde::Deserialize<'de> for SecretField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SecretField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretField, E> {
+                Ok(SecretField(Secret::from_slice(v.as_bytes())))
+            }
+            fn visit_string<E: serde::de::Error>(self, mut v: String) -> Result<SecretField, E> {
+                let s = Secret::from_slice(v.as_bytes());
+                v.zeroize();
+                Ok(SecretField(s))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Counts the bytes a serializer would write, to size a buffer before filling it.
+struct Counter(usize);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(pairs: &[(&str, &str)]) -> Contents {
+        Contents {
+            secrets: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::from_slice(v.as_bytes())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn seal_open_round_trip_with_fresh_nonces() {
+        let key = Key::generate().unwrap();
+        let c = contents(&[("A", "one"), ("B", "two \"quoted\" \\ \u{e9}")]);
+        let a = seal(&c, &key).unwrap();
+        let b = seal(&c, &key).unwrap();
+        assert_ne!(a[8..20], b[8..20], "nonce reused");
+        let back = open(&a, &key, Path::new("s")).unwrap();
+        assert_eq!(
+            back.secrets["B"].expose(),
+            "two \"quoted\" \\ \u{e9}".as_bytes()
+        );
+        assert!(!a.windows(3).any(|w| w == b"one"));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_rejected() {
+        let key = Key::generate().unwrap();
+        let sealed = seal(&contents(&[("A", "xyzzy")]), &key).unwrap();
+        for bit in 0..sealed.len() * 8 {
+            let mut t = sealed.clone();
+            t[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                open(&t, &key, Path::new("s")).is_err(),
+                "bit {bit} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_key_is_a_clear_error() {
+        let sealed = seal(&contents(&[("A", "xyzzy")]), &Key::generate().unwrap()).unwrap();
+        let err = open(&sealed, &Key::generate().unwrap(), Path::new("s")).unwrap_err();
+        assert_eq!(err.to_string(), "store s is corrupted or the key is wrong");
+    }
+
+    #[test]
+    fn key_text_round_trips_and_rejects_bad_lengths() {
+        let key = Key::generate().unwrap();
+        let text = key.to_base64();
+        assert!(Key::from_base64(text.as_bytes(), "k").is_ok());
+        assert!(Key::from_base64(b"c2hvcnQ=", "k").is_err());
+        assert!(Key::from_base64(format!("{}AAAA", &*text).as_bytes(), "k").is_err());
+        assert!(Key::from_base64(b"!!!", "k").is_err());
+    }
+}

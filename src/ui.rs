@@ -1,0 +1,84 @@
+//! The one place envrun prints its own messages.
+//!
+//! Every line starts with `envrun:`, has control characters escaped (text from outside, such
+//! as a key or path from a manifest, must not drive the terminal), and passes through the
+//! masker installed with [`set_mask`] once values are known, as a last line of defence: the
+//! error types never carry values in the first place.
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+use crate::error::Error;
+
+type Mask = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+static MASK: OnceLock<Mutex<Option<Mask>>> = OnceLock::new();
+
+/// Installs the function that masks secret values in envrun's own messages.
+pub fn set_mask(mask: Mask) {
+    *MASK
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(mask);
+}
+
+/// Prints `envrun: error: ...` lines and a hint line to stderr.
+pub fn error(err: &Error) {
+    for line in err.to_string().lines() {
+        emit("error", line);
+    }
+    if let Some(hint) = err.hint() {
+        for line in hint.lines() {
+            emit("hint", line);
+        }
+    }
+}
+
+pub fn warn(msg: &str) {
+    emit("warning", msg);
+}
+
+pub fn info(msg: &str) {
+    emit("", msg);
+}
+
+fn emit(level: &str, msg: &str) {
+    let mut line = String::from("envrun: ");
+    if !level.is_empty() {
+        line.push_str(level);
+        line.push_str(": ");
+    }
+    line.push_str(&sanitize(msg));
+    line.push('\n');
+    let mut bytes = line.into_bytes();
+    if let Some(guard) = MASK
+        .get()
+        .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+        && let Some(mask) = guard.as_ref()
+    {
+        bytes = mask(&bytes);
+    }
+    // Nothing useful can be done if stderr is gone.
+    let _ = std::io::stderr().write_all(&bytes);
+}
+
+/// Escapes control characters so outside text cannot move the cursor or change colours.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::sanitize("a\x1b[31mb\nc"), "a\\u{1b}[31mb\\nc");
+    }
+}
