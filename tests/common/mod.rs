@@ -1,0 +1,225 @@
+//! The test harness: runs the real `envrun` binary in a fresh directory.
+//!
+//! ```ignore
+//! let t = Test::new().secret("TOKEN", "s3cr3t").manifest("environment:\n  T: secret:TOKEN\n");
+//! t.run(&["--", "sh", "-c", "echo $T"]).status(0).stdout("s3cr3t\n");
+//! ```
+//!
+//! Every run clears the inherited `ENVRUN_*` variables so the developer's own settings never
+//! leak into a test; `RUST_BACKTRACE=full` is set so a panic would show everything it holds.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_envrun");
+
+/// A value that must never appear in anything envrun itself prints.
+pub const CANARY: &str = "CANARY-7f3e9b1c-d00d-4bad-a55e-0123456789ab";
+
+pub struct Test {
+    pub dir: tempfile::TempDir,
+    env: Vec<(OsString, Option<OsString>)>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("tempdir"),
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes `envrun.yaml` in the test directory.
+    pub fn manifest(self, yaml: &str) -> Test {
+        self.file("envrun.yaml", yaml)
+    }
+
+    pub fn file(self, rel: &str, content: &str) -> Test {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        self
+    }
+
+    pub fn chmod(self, rel: &str, mode: u32) -> Test {
+        std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    /// Stores a secret in the test directory's local store with `envrun secrets set`.
+    pub fn secret(self, name: &str, value: &str) -> Test {
+        let out = self
+            .command(&["secrets", "set", name])
+            .stdin_bytes(value.as_bytes())
+            .output();
+        assert!(
+            out.status.success(),
+            "secrets set failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<OsString>) -> Test {
+        self.env.push((k.into(), Some(v.into())));
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Test {
+        self.env.push((k.into(), None));
+        self
+    }
+
+    pub fn stdin(mut self, bytes: &[u8]) -> Test {
+        self.stdin = Some(bytes.to_vec());
+        self
+    }
+
+    /// A `Command` for envrun in the test directory, with the test's environment.
+    pub fn command(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).current_dir(self.dir.path());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ENVRUN_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("RUST_BACKTRACE", "full");
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        Run {
+            cmd,
+            stdin: self.stdin.clone(),
+        }
+    }
+
+    /// Runs envrun with `args` and returns the finished output for assertions.
+    pub fn run(&self, args: &[&str]) -> Done {
+        self.command(args).done()
+    }
+}
+
+pub struct Run {
+    pub cmd: Command,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Run {
+    pub fn stdin_bytes(mut self, bytes: &[u8]) -> Run {
+        self.stdin = Some(bytes.to_vec());
+        self
+    }
+
+    pub fn output(mut self) -> Output {
+        self.cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("spawn envrun");
+        if let Some(bytes) = self.stdin.take() {
+            let mut stdin = child.stdin.take().unwrap();
+            // The child may exit without reading; a broken pipe is fine.
+            let _ = stdin.write_all(&bytes);
+        }
+        child.wait_with_output().expect("wait for envrun")
+    }
+
+    pub fn done(self) -> Done {
+        Done(self.output())
+    }
+}
+
+/// A finished run, with chainable assertions that print everything on failure.
+pub struct Done(pub Output);
+
+impl Done {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.0.status,
+            self.stdout_str(),
+            self.stderr_str()
+        )
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+
+    pub fn status(self, code: i32) -> Done {
+        assert_eq!(self.0.status.code(), Some(code), "{}", self.context());
+        self
+    }
+
+    pub fn stdout(self, expected: &str) -> Done {
+        assert_eq!(self.stdout_str(), expected, "{}", self.context());
+        self
+    }
+
+    pub fn stderr(self, expected: &str) -> Done {
+        assert_eq!(self.stderr_str(), expected, "{}", self.context());
+        self
+    }
+
+    pub fn stdout_has(self, needle: &str) -> Done {
+        assert!(
+            self.stdout_str().contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    pub fn stderr_has(self, needle: &str) -> Done {
+        assert!(
+            self.stderr_str().contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    /// Asserts that `secret` appears nowhere in envrun's stdout or stderr.
+    pub fn never_shows(self, secret: &str) -> Done {
+        for (what, bytes) in [("stdout", &self.0.stdout), ("stderr", &self.0.stderr)] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{what} shows the secret\n{}",
+                self.context()
+            );
+        }
+        self
+    }
+}
+
+/// True if `path` exists (for marker files that prove a child did or did not run).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
