@@ -121,14 +121,87 @@ pub struct SecretsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Store a secret; the value is read from standard input (one trailing newline removed).
-    /// A new store and key (0600) are created when neither exists
+    /// Create a new key and an empty store (both 0600); refuses to overwrite either
+    Init,
+    /// Store a secret. The value is read from standard input (one trailing newline removed),
+    /// or from a prompt that does not echo when standard input is a terminal. A new store and
+    /// key (0600) are created when neither exists
     Set {
         /// Letters, digits, `_`, `.`, `-` and `/`
         name: String,
+        /// The value on the command line: discouraged, it lands in shell history and the
+        /// process list (a warning says so)
+        value: Option<String>,
+    },
+    /// Show a secret masked (`123***...xyz`: 3 characters at each end from 16 characters,
+    /// 2 from 12, 1 from 8, only `***` below 8); exit 1 if it does not exist
+    Get {
+        name: String,
+        /// Print the raw value alone (a newline is added only when stdout is a terminal)
+        #[arg(long)]
+        reveal: bool,
     },
     /// List the names in the store, sorted (never values)
-    List,
+    List {
+        /// Print a JSON array of names
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if the secret exists, 1 if not; prints nothing
+    Exists { name: String },
+    /// Delete a secret; exit 1 if it does not exist
+    #[command(visible_alias = "rm")]
+    Delete { name: String },
+    /// Store every variable of the environment that starts with the prefix, under its name
+    /// without the prefix; reports how many were added or updated, never values
+    Import {
+        /// The prefix to take and strip
+        #[arg(long, default_value = "SECRET_", value_name = "P")]
+        prefix: String,
+    },
+    /// Copy the encrypted store to PATH (0600), after checking that it opens with the key
+    Backup {
+        path: PathBuf,
+        /// Replace PATH if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the store with a backup, after checking that it opens with the current key
+    /// (a backup made under the previous key, secrets.key.old, is re-encrypted)
+    Restore { path: PathBuf },
+    /// Re-encrypt the store under a new random key; the previous key is kept as
+    /// KEY.old (for older backups) until `rotate-key --discard-old`
+    RotateKey {
+        /// Only delete KEY.old (after checking that the current key opens the store)
+        #[arg(long)]
+        discard_old: bool,
+    },
+    /// Store a new random value from the OS RNG; prints only the name and length
+    Generate {
+        name: String,
+        /// Number of characters
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096), value_name = "N")]
+        length: u16,
+        /// Characters to draw from
+        #[arg(long, value_enum, default_value_t = Charset::Alnum)]
+        charset: Charset,
+        /// Replace an existing secret of that name
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The alphabets of `secrets generate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Charset {
+    /// A-Z a-z 0-9
+    Alnum,
+    /// 0-9 a-f
+    Hex,
+    /// A-Z a-z 0-9 + /
+    Base64,
+    /// A-Z a-z 0-9 - _
+    Urlsafe,
 }
 
 /// The clap command, for the man page and completions.
