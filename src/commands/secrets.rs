@@ -217,12 +217,11 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
     let previous = contents.secrets.insert(name.to_owned(), value);
     store::write(&loc.store, &key, &contents, &lock)?;
-    let verb = if previous.is_some() {
-        "updated"
-    } else {
-        "added"
+    let what = match previous {
+        Some(_) => format!("updated `{name}` in"),
+        None => format!("added `{name}` to"),
     };
-    ui::info(&format!("{verb} `{name}` in {}", loc.store.display()));
+    ui::info(&format!("{what} {}", loc.store.display()));
     Ok(0)
 }
 
