@@ -129,6 +129,7 @@ fn open_for_write(
     create: bool,
     _lock: &store::Lock,
 ) -> Result<(Key, Contents), Error> {
+    remove_stale_key_temps(loc);
     if create && !loc.store.exists() {
         return match &loc.key {
             KeySource::File(key_path) if !key_path.exists() => {
@@ -158,8 +159,18 @@ fn open_for_write(
     Ok((opened.key, opened.contents))
 }
 
+/// Key files are written under the store's lock too, so its holder can remove the temp
+/// files (with key material in them) of a killed `rotate-key` or first `set`.
+fn remove_stale_key_temps(loc: &Location) {
+    if let KeySource::File(key_path) = &loc.key {
+        store::remove_stale_temps(key_path);
+        store::remove_stale_temps(&local::old_key_path(key_path));
+    }
+}
+
 fn init(loc: &Location) -> Result<i32, Error> {
     let lock = store::lock(&loc.store)?;
+    remove_stale_key_temps(loc);
     let start_over =
         "move the existing files away first, or add secrets with `envrun secrets set NAME`";
     if loc.store.exists() {
@@ -499,8 +510,7 @@ fn rotate_key(loc: &Location) -> Result<i32, Error> {
     let key_path = key_file_for_rotation(loc)?;
     let old_path = local::old_key_path(key_path);
     let lock = store::lock(&loc.store)?;
-    store::remove_stale_temps(key_path);
-    store::remove_stale_temps(&old_path);
+    remove_stale_key_temps(loc);
     let current = Key::load(key_path)?;
     let bytes = store::read_raw(&loc.store)?;
     // The order of the three writes keeps the store readable with `KEY` or `KEY.old` at
