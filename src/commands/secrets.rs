@@ -627,6 +627,11 @@ mod tests {
         assert_eq!(masked("123456789012345"), "12***...45");
         assert_eq!(masked("1234567890abcdef"), "123***...def");
         assert_eq!(masked("123-a-very-long-token-xyz"), "123***...xyz");
+        // The examples of docs/secrets.md.
+        assert_eq!(masked("sk_live_4eC39HqLyjWDarjtT1zdp7dc"), "sk_***...7dc");
+        assert_eq!(masked("correcthorse"), "co***...se");
+        assert_eq!(masked("hunter22"), "h***...2");
+        assert_eq!(masked("123456"), "***");
         assert_eq!(
             masked("\u{e9}\u{e9}\u{e9}45678\u{fc}\u{fc}\u{fc}\u{fc}\u{fc}\u{fc}\u{fc}\u{fc}"),
             "\u{e9}\u{e9}\u{e9}***...\u{fc}\u{fc}\u{fc}"
