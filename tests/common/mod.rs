@@ -122,6 +122,12 @@ pub struct Run {
 }
 
 impl Run {
+    /// Sets a variable for this run only.
+    pub fn env_pass(mut self, k: &str, v: &str) -> Run {
+        self.cmd.env(k, v);
+        self
+    }
+
     pub fn stdin_bytes(mut self, bytes: &[u8]) -> Run {
         self.stdin = Some(bytes.to_vec());
         self
