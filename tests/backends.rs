@@ -525,3 +525,56 @@ fn canary_never_shows_on_any_error_path() {
         done.stderr_has("backend `default`").never_shows(CANARY);
     }
 }
+
+#[test]
+fn files_that_are_not_regular_are_refused_without_hanging() {
+    let t = Test::new().manifest(FILES_MANIFEST).mkdir("secrets");
+    nix::unistd::mkfifo(
+        &t.path("secrets/TOKEN"),
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("secrets/TOKEN is not a regular file");
+}
+
+/// The Docker example's manifest, with `/run/secrets` laid out the way its compose file
+/// mounts the example secrets, and the example's own CMD.
+#[test]
+fn docker_secrets_example_resolves_against_its_mounts() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/docker-secrets");
+    let read = |rel: &str| std::fs::read_to_string(example.join(rel)).unwrap();
+    let manifest = read("envrun.yaml");
+    assert!(manifest.contains("dir: /run/secrets"));
+    assert!(read("Dockerfile").contains(r#"ENTRYPOINT ["envrun", "--"]"#));
+    let compose = read("compose.yaml");
+    assert!(
+        compose.contains("file: ./secrets/db_password.txt") && compose.contains("target: api.json")
+    );
+    let t = Test::new()
+        .manifest(&manifest.replace("dir: /run/secrets", "dir: run/secrets"))
+        .file("run/secrets/db_password", &read("secrets/db_password.txt"))
+        .file("run/secrets/api.json", &read("secrets/api.json"))
+        .chmod("run/secrets/db_password", 0o644)
+        .chmod("run/secrets/api.json", 0o644);
+    let cmd = "echo \"API_URL=$API_URL LOG_LEVEL=$LOG_LEVEL; DB_PASSWORD: ${#DB_PASSWORD} bytes, API_KEY: ${#API_KEY} bytes\"";
+    assert!(read("Dockerfile").contains(&cmd.replace('"', "\\\"")));
+    let done = t.run(&["--", "sh", "-c", cmd]).status(0);
+    let readme = read("README.md");
+    assert!(
+        readme.contains(done.stdout_str().trim_end()),
+        "{}",
+        done.stdout_str()
+    );
+    assert_eq!(
+        done.stderr_str().lines().count(),
+        2,
+        "{}",
+        done.stderr_str()
+    );
+    for line in done.stderr_str().lines() {
+        let line = line.replace(&t.path("run").display().to_string(), "/run");
+        assert!(readme.contains(&line), "README lacks {line:?}");
+    }
+}
