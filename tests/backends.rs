@@ -265,6 +265,19 @@ fn files_symlink_escaping_dir_is_refused() {
         .status(125)
         .stderr_has("refused")
         .never_shows(CANARY);
+    // A sibling whose name merely starts with `dir`'s is outside too (paths compare by
+    // component, not by string prefix).
+    let t = private(
+        Test::new().manifest(FILES_MANIFEST),
+        "secrets-evil/TOKEN",
+        CANARY,
+    )
+    .mkdir("secrets")
+    .symlink("secrets/TOKEN", "../secrets-evil/TOKEN");
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("refused")
+        .never_shows(CANARY);
     // An absolute link too.
     let t = private(
         Test::new().manifest(FILES_MANIFEST),

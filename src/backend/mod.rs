@@ -220,6 +220,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fields_need_a_field_and_errors_list_names_only() {
+        let backend = Local::new(
+            &LocalConfig::default(),
+            &Context {
+                base_dir: ".".into(),
+                tenant: None,
+            },
+        );
+        let found = Found::Fields(BTreeMap::from([
+            ("user".to_owned(), Secret::from(String::from("app"))),
+            (
+                "password".to_owned(),
+                Secret::from(String::from("hunter22")),
+            ),
+        ]));
+        assert_eq!(
+            found.select(&backend, Some("user")).unwrap().expose(),
+            b"app"
+        );
+        let missing = found.select(&backend, Some("pass")).unwrap_err();
+        assert_eq!(missing, "no field `pass` (fields: password, user)");
+        let whole = found.select(&backend, None).unwrap_err();
+        assert!(whole.contains("(fields: password, user)"), "{whole}");
+        let value = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
+        assert_eq!(value.select(&backend, Some("a")).unwrap().expose(), b"b");
+        assert_eq!(
+            value.select(&backend, None).unwrap().expose(),
+            br#"{"a":"b"}"#
+        );
+    }
+
+    #[test]
     fn json_field_selects_and_lists_names_only() {
         let v = Secret::from(String::from(
             r#"{"user":"app","password":"hunter22","port":5432}"#,
