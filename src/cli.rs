@@ -86,6 +86,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_inherit_refs: bool,
 
+    /// Look up secrets for this tenant first, then globally (env: {prefix}{TENANT}_{NAME};
+    /// files: {dir}/{TENANT}/NAME). Wins over the manifest's `tenant:`
+    #[arg(long, env = "ENVRUN_TENANT", value_name = "TENANT")]
+    pub tenant: Option<String>,
+
     /// Run COMMAND directly (exec) without masking its output. This version never masks, so
     /// this only makes the choice explicit
     #[arg(long, env = "ENVRUN_NO_MASK", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]

@@ -29,6 +29,9 @@ pub struct Resolved {
     /// Every secret value to mask in the child's output, with the variable it belongs to:
     /// each secret part of a value and, for an interpolated value, the whole of it.
     pub masks: Vec<(String, Secret)>,
+    /// Variables of envrun's environment that backends read secrets from
+    /// ([`Backend::consumed_env`]); the command does not inherit them.
+    pub consumed: BTreeSet<String>,
 }
 
 /// Resolves `requests` against the backends of `manifest`.
@@ -43,7 +46,10 @@ pub fn resolve(
     if !failures.is_empty() {
         return Err(Error::Resolve { failures, hints });
     }
-    let mut resolved = Resolved::default();
+    let mut resolved = Resolved {
+        consumed: fetched.consumed.clone(),
+        ..Resolved::default()
+    };
     for (var, parts) in requests {
         let mut pieces: Vec<(Value, bool)> = Vec::with_capacity(parts.len());
         let mut ok = true;
@@ -83,6 +89,15 @@ pub fn resolve(
 struct Fetched {
     backends: BTreeMap<String, Box<dyn Backend>>,
     results: BTreeMap<(String, Lookup), LookupResult>,
+    consumed: BTreeSet<String>,
+}
+
+/// How messages name a backend: "backend `prod` (env, tenant `acme`)".
+fn label(name: &str, backend: &dyn Backend) -> String {
+    match backend.tenant() {
+        Some(t) => format!("backend `{name}` ({}, tenant `{t}`)", backend.kind()),
+        None => format!("backend `{name}` ({})", backend.kind()),
+    }
 }
 
 fn backend_name(r: &SecretRef) -> &str {
@@ -172,7 +187,12 @@ fn fetch_secrets(
         });
     }
     let mut results = BTreeMap::new();
+    let mut consumed = BTreeSet::new();
     if failures.is_empty() {
+        for (name, lookups) in &wanted {
+            let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
+            consumed.extend(backends[name].consumed_env(&lookups));
+        }
         let answers: Vec<Answer> = std::thread::scope(|s| {
             let handles: Vec<_> = wanted
                 .into_iter()
@@ -201,11 +221,12 @@ fn fetch_secrets(
                 }),
                 Err(e) => {
                     // One line per variable that needed this backend, so the user sees what is blocked.
+                    let label = label(&name, backends[&name].as_ref());
                     for (var, r) in secret_refs(requests).filter(|(_, r)| backend_name(r) == name) {
                         failures.push(Failure {
                             var: var.to_owned(),
                             reference: r.to_string(),
-                            reason: format!("backend `{name}`: {e}"),
+                            reason: format!("{label}: {e}"),
                         });
                     }
                     if let Some(hint) = &e.hint {
@@ -215,7 +236,11 @@ fn fetch_secrets(
             }
         }
     }
-    Fetched { backends, results }
+    Fetched {
+        backends,
+        results,
+        consumed,
+    }
 }
 
 /// Evaluates one part; an error is `(reference, reason)`.
@@ -237,24 +262,25 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, (Str
                 key: r.key.clone(),
                 params: r.params.clone(),
             };
-            let backend = &fetched.backends[name];
-            let value = match fetched.results.get(&(name.to_owned(), lookup)) {
+            let backend = fetched.backends[name].as_ref();
+            let label = label(name, backend);
+            let found = match fetched.results.get(&(name.to_owned(), lookup.clone())) {
                 Some(Ok(Some(v))) => v,
                 Some(Ok(None)) => {
-                    return Err(fail(format!(
-                        "not found in backend `{name}` ({})",
-                        backend.kind()
-                    )));
+                    let place = backend
+                        .looked_for(&lookup)
+                        .map(|p| format!(": {p}"))
+                        .unwrap_or_default();
+                    return Err(fail(format!("not found in {label}{place}")));
                 }
                 Some(Err(e)) => {
-                    return Err(fail(format!("backend `{name}` ({}): {e}", backend.kind())));
+                    return Err(fail(format!("{label}: {e}")));
                 }
                 None => return Err(fail(String::from("was not fetched (a bug in envrun)"))),
             };
-            let bytes = match &r.field {
-                Some(field) => backend.field(value, field).map_err(fail)?,
-                None => value.clone(),
-            };
+            let bytes = found
+                .select(backend, r.field.as_deref())
+                .map_err(|e| fail(format!("{label}: {e}")))?;
             Ok(Value {
                 bytes,
                 sensitive: true,

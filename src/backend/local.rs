@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Backend, BackendError, Context, Lookup, LookupResult};
+use super::{Backend, BackendError, Context, Found, Lookup, LookupResult};
 use crate::store::{self, Key};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -104,7 +104,7 @@ impl Backend for Local {
         let contents = store::read(&self.store, &key).map_err(to_err)?;
         Ok(lookups
             .iter()
-            .map(|l| Ok(contents.secrets.get(&l.key).cloned()))
+            .map(|l| Ok(contents.secrets.get(&l.key).cloned().map(Found::Value)))
             .collect())
     }
 }
