@@ -141,7 +141,7 @@ fn missing_secret_fails_closed_and_names_variable_reference_and_backend() {
         .status(125)
         .stdout("")
         .stderr_has("envrun: error: B: secret:NOPE: not found in backend `default` (local)")
-        .stderr_has("envrun: error: C: secret:DB#nofield: no field `nofield` (fields: password, port, user)")
+        .stderr_has("envrun: error: C: secret:DB#nofield: backend `default` (local): no field `nofield` (fields: password, port, user)")
         .stderr_has("envrun: error: D: env:NOT_SET_ANYWHERE: not set in envrun's environment")
         .stderr_has("envrun: hint: the command was not started")
         .never_shows("pw-9876");
@@ -224,7 +224,7 @@ fn malformed_yaml_reports_line_and_column() {
         .stderr_has("envrun.yaml");
     let t = Test::new().manifest("environment:\n  A: b\nenviron: {}\n");
     t.run(&["--", "true"]).status(125).stderr_has(
-        "line 3 column 1: unknown field `environ`, expected one of secrets, backends, environment",
+        "line 3 column 1: unknown field `environ`, expected one of tenant, secrets, backends, environment",
     );
     let t = Test::new().manifest("secrets:\n  type: local\n  pth: x\n");
     t.run(&["--", "true"])
@@ -355,4 +355,18 @@ fn canary_never_appears_in_envrun_output() {
         .never_shows(CANARY);
     t.run(&["--", "true"]).status(0).never_shows(CANARY);
     t.run(&["secrets", "list"]).status(0).never_shows(CANARY);
+}
+
+/// Regression: a backend that fails as a whole used to hide the failures of the others
+/// until the next run.
+#[test]
+fn every_backend_failure_is_reported_in_one_run() {
+    let t = Test::new().secret("HAVE", "v1").manifest(
+        "backends:\n  dev: { type: dotenv, files: [missing.env] }\nenvironment:\n  A: secret@dev:X\n  B: secret:NOPE\n  C: secret:HAVE\n",
+    );
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("A: secret@dev:X: backend `dev` (dotenv)")
+        .stderr_has("missing.env")
+        .stderr_has("B: secret:NOPE: not found in backend `default` (local)");
 }
