@@ -15,7 +15,7 @@
 //! `O_NOFOLLOW` and checked to be a regular file, so a FIFO or device is never read.
 //! A file readable by other users gets one warning naming it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroize;
 
-use super::{Backend, BackendError, Context, Found, Lookup, LookupResult};
+use super::{Backend, BackendError, Context, Found, Lookup, LookupResult, json_fields, wipe};
 use crate::secret::Secret;
 
 /// Where Docker (and many Kubernetes manifests) mount secrets.
@@ -222,34 +222,6 @@ fn read(mut file: File, path: &Path, kind: Kind) -> Result<Found, BackendError> 
                 })
                 .map(Found::Fields)
         }
-    }
-}
-
-/// The fields of a JSON object: strings as they are, other JSON as its text.
-fn json_fields(doc: &mut serde_json::Value) -> Option<BTreeMap<String, Secret>> {
-    let serde_json::Value::Object(map) = doc else {
-        return None;
-    };
-    Some(
-        map.iter_mut()
-            .map(|(name, v)| {
-                let value = match v {
-                    serde_json::Value::String(s) => Secret::from(std::mem::take(s)),
-                    other => Secret::from(other.to_string()),
-                };
-                (name.clone(), value)
-            })
-            .collect(),
-    )
-}
-
-/// Wipes the strings left in a parsed document (nested values, before it is dropped).
-fn wipe(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => s.zeroize(),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
-        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
-        _ => {}
     }
 }
 

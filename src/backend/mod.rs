@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use zeroize::Zeroize;
 
 use crate::secret::Secret;
 
@@ -197,21 +198,44 @@ impl BackendConfig {
 }
 
 /// Selects a field of a JSON-object value: strings as they are, other JSON as its text.
+/// Every string of the parsed document is wiped before it is freed.
 pub fn json_field(value: &Secret, field: &str) -> Result<Secret, String> {
-    let doc: serde_json::Value = serde_json::from_slice(value.expose())
-        .map_err(|_| format!("field `{field}` asked for, but the value is not a JSON object"))?;
+    let not_object = || format!("field `{field}` asked for, but the value is not a JSON object");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(value.expose()).map_err(|_| not_object())?;
+    let fields = json_fields(&mut doc);
+    wipe(&mut doc);
+    let mut fields = fields.ok_or_else(not_object)?;
+    fields
+        .remove(field)
+        .ok_or_else(|| format!("no field `{field}` (fields: {})", names(&fields)))
+}
+
+/// The fields of a JSON object: strings as they are, other JSON as its text.
+pub(crate) fn json_fields(doc: &mut serde_json::Value) -> Option<BTreeMap<String, Secret>> {
     let serde_json::Value::Object(map) = doc else {
-        return Err(format!(
-            "field `{field}` asked for, but the value is not a JSON object"
-        ));
+        return None;
     };
-    match map.get(field) {
-        Some(serde_json::Value::String(s)) => Ok(Secret::from_slice(s.as_bytes())),
-        Some(other) => Ok(Secret::from(other.to_string())),
-        None => {
-            let names: Vec<&str> = map.keys().map(String::as_str).collect();
-            Err(format!("no field `{field}` (fields: {})", names.join(", ")))
-        }
+    Some(
+        map.iter_mut()
+            .map(|(name, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => Secret::from(std::mem::take(s)),
+                    other => Secret::from(other.to_string()),
+                };
+                (name.clone(), value)
+            })
+            .collect(),
+    )
+}
+
+/// Wipes the strings left in a parsed document (nested values, before it is dropped).
+pub(crate) fn wipe(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
+        _ => {}
     }
 }
 
