@@ -8,15 +8,34 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-const EXAMPLES: &str = "\
-Examples:
-  envrun -- ./backup.sh                    run with the variables of ./envrun.yaml
+// Macros rather than consts so `concat!` can build the help text from the same words the
+// man page uses.
+macro_rules! examples {
+    () => {
+        "  envrun -- ./backup.sh                    run with the variables of ./envrun.yaml
   envrun -m deploy/envrun.yaml -- make     use another manifest
   API_KEY=secret:API_KEY envrun -- app     resolve a reference from the environment
-  printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)
+  printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)"
+    };
+}
 
-Exit status: the command's own; 125 if envrun fails (nothing was started), 126 if the
-command cannot be run, 127 if it is not found.";
+macro_rules! exit_status {
+    () => {
+        "The command's own status. 125 if envrun fails (the command was not started), 126 if the
+command cannot be run, 127 if it is not found."
+    };
+}
+
+/// The examples shown after `--help` and in the man page.
+pub const EXAMPLES: &str = examples!();
+/// The exit status rules shown after `--help` and in the man page.
+pub const EXIT_STATUS: &str = exit_status!();
+const AFTER_HELP: &str = concat!(
+    "Examples:\n",
+    examples!(),
+    "\n\nExit status:\n",
+    exit_status!()
+);
 
 const ABOUT: &str = "Run a command with secrets in its environment and nowhere else";
 
@@ -39,7 +58,7 @@ exactly its own, and anything the command prints, secrets included, is shown as 
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
-    after_help = EXAMPLES,
+    after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     max_term_width = 100
@@ -66,6 +85,11 @@ pub struct RunArgs {
     /// Do not resolve secret: references found in envrun's own environment
     #[arg(long)]
     pub no_inherit_refs: bool,
+
+    /// Look up secrets for this tenant first, then globally (env: {prefix}{TENANT}_{NAME};
+    /// files: {dir}/{TENANT}/NAME). Wins over the manifest's `tenant:`
+    #[arg(long, env = "ENVRUN_TENANT", value_name = "TENANT")]
+    pub tenant: Option<String>,
 
     /// Run COMMAND directly (exec) without masking its output. This version never masks, so
     /// this only makes the choice explicit

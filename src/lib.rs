@@ -100,16 +100,23 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
     }
     requests.extend(manifest.environment.iter().cloned());
 
+    let tenant = backend::tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
+    if let Some(t) = &tenant {
+        backend::tenant::check(t).map_err(Error::Usage)?;
+    }
     let ctx = Context {
         base_dir: manifest.base_dir.clone(),
-        tenant: None,
+        tenant,
     };
     let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
 
     let mut env: Vec<(OsString, Secret)> =
         Vec::with_capacity(inherited.len() + resolved.vars.len());
     for (name, value) in inherited {
-        let keep = !args.clean_env || (name == "PATH");
+        // A variable a backend read a secret from stays behind; the manifest's own variables
+        // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
+        let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
+        let keep = (!args.clean_env || (name == "PATH")) && !consumed;
         if keep {
             env.push((name, Secret::from_vec(value.into_encoded_bytes())));
         }

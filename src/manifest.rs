@@ -19,6 +19,7 @@ pub const DEFAULT_NAME: &str = "envrun.yaml";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    tenant: Option<String>,
     secrets: Option<BackendConfig>,
     #[serde(default)]
     backends: BTreeMap<String, BackendConfig>,
@@ -33,6 +34,8 @@ pub struct Manifest {
     pub path: Option<PathBuf>,
     /// Where relative paths in it resolve: its directory, or the working directory.
     pub base_dir: PathBuf,
+    /// `tenant:`, the tenant when neither `--tenant` nor `$ENVRUN_TENANT` gives one.
+    pub tenant: Option<String>,
     /// The default backend (`secrets:`); the local store when absent.
     pub default_backend: BackendConfig,
     pub backends: BTreeMap<String, BackendConfig>,
@@ -108,9 +111,13 @@ impl Manifest {
                 )));
             }
         }
+        if let Some(t) = raw.tenant.as_deref().filter(|t| !t.is_empty()) {
+            crate::backend::tenant::check(t).map_err(|e| bad(format!("tenant: {e}")))?;
+        }
         Ok(Manifest {
             path: Some(path.to_owned()),
             base_dir,
+            tenant: raw.tenant,
             default_backend: raw.secrets.unwrap_or_default(),
             backends: raw.backends,
             environment,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use crate::backend::{Backend, BackendConfig, Context, Lookup, LookupResult};
+use crate::backend::{Backend, BackendConfig, BackendError, Context, Lookup, LookupResult};
 use crate::error::{Error, Failure};
 use crate::manifest::Manifest;
 use crate::reference::{Part, Reference, SecretRef};
@@ -29,6 +29,9 @@ pub struct Resolved {
     /// Every secret value to mask in the child's output, with the variable it belongs to:
     /// each secret part of a value and, for an interpolated value, the whole of it.
     pub masks: Vec<(String, Secret)>,
+    /// Variables of envrun's environment that backends read secrets from
+    /// ([`Backend::consumed_env`]); the command does not inherit them.
+    pub consumed: BTreeSet<String>,
 }
 
 /// Resolves `requests` against the backends of `manifest`.
@@ -39,23 +42,34 @@ pub fn resolve(
 ) -> Result<Resolved, Error> {
     let mut failures = Vec::new();
     let mut hints = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, &mut hints);
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
     if !failures.is_empty() {
+        // Unknown backends or parameters: nothing was fetched.
         return Err(Error::Resolve { failures, hints });
     }
-    let mut resolved = Resolved::default();
+    let mut resolved = Resolved {
+        consumed: fetched.consumed.clone(),
+        ..Resolved::default()
+    };
     for (var, parts) in requests {
-        let mut pieces: Vec<(Value, bool)> = Vec::with_capacity(parts.len());
+        let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
         let mut ok = true;
         for part in parts {
             match evaluate(part, &fetched, ctx) {
-                Ok(v) => pieces.push((v, matches!(part, Part::Ref(_)))),
-                Err((reference, reason)) => {
+                Ok(v) => pieces.push(v),
+                Err(Failed {
+                    reference,
+                    reason,
+                    hint,
+                }) => {
                     failures.push(Failure {
                         var: var.clone(),
                         reference,
                         reason,
                     });
+                    if let Some(h) = hint.filter(|h| !hints.contains(h)) {
+                        hints.push(h);
+                    }
                     ok = false;
                 }
             }
@@ -64,7 +78,7 @@ pub fn resolve(
             continue;
         }
         let value = join(&pieces);
-        for (piece, _) in pieces.iter().filter(|(p, _)| p.sensitive) {
+        for piece in pieces.iter().filter(|p| p.sensitive) {
             resolved.masks.push((var.clone(), piece.bytes.clone()));
         }
         if pieces.len() > 1 && value.sensitive {
@@ -83,6 +97,17 @@ pub fn resolve(
 struct Fetched {
     backends: BTreeMap<String, Box<dyn Backend>>,
     results: BTreeMap<(String, Lookup), LookupResult>,
+    /// Backends that could not answer at all.
+    failed: BTreeMap<String, BackendError>,
+    consumed: BTreeSet<String>,
+}
+
+/// How messages name a backend: "backend `prod` (env, tenant `acme`)".
+fn label(name: &str, backend: &dyn Backend) -> String {
+    match backend.tenant() {
+        Some(t) => format!("backend `{name}` ({}, tenant `{t}`)", backend.kind()),
+        None => format!("backend `{name}` ({})", backend.kind()),
+    }
 }
 
 fn backend_name(r: &SecretRef) -> &str {
@@ -107,11 +132,7 @@ fn secret_refs(requests: &[Request]) -> impl Iterator<Item = (&str, &SecretRef)>
 }
 
 /// One backend's answer to all its lookups.
-type Answer = (
-    String,
-    Vec<Lookup>,
-    Result<Vec<LookupResult>, crate::backend::BackendError>,
-);
+type Answer = (String, Vec<Lookup>, Result<Vec<LookupResult>, BackendError>);
 
 /// Builds the backends in use, checks names and parameters, then fetches concurrently.
 fn fetch_secrets(
@@ -119,7 +140,6 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
-    hints: &mut Vec<String>,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
@@ -172,7 +192,13 @@ fn fetch_secrets(
         });
     }
     let mut results = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    let mut consumed = BTreeSet::new();
     if failures.is_empty() {
+        for (name, lookups) in &wanted {
+            let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
+            consumed.extend(backends[name].consumed_env(&lookups));
+        }
         let answers: Vec<Answer> = std::thread::scope(|s| {
             let handles: Vec<_> = wanted
                 .into_iter()
@@ -200,26 +226,30 @@ fn fetch_secrets(
                     reason: String::from("returned the wrong number of answers (a bug in envrun)"),
                 }),
                 Err(e) => {
-                    // One line per variable that needed this backend, so the user sees what is blocked.
-                    for (var, r) in secret_refs(requests).filter(|(_, r)| backend_name(r) == name) {
-                        failures.push(Failure {
-                            var: var.to_owned(),
-                            reference: r.to_string(),
-                            reason: format!("backend `{name}`: {e}"),
-                        });
-                    }
-                    if let Some(hint) = &e.hint {
-                        hints.push(hint.clone());
-                    }
+                    // Reported once per variable that needed this backend (in `evaluate`), next
+                    // to the failures of every other backend, so one run shows everything.
+                    failed.insert(name, e);
                 }
             }
         }
     }
-    Fetched { backends, results }
+    Fetched {
+        backends,
+        results,
+        failed,
+        consumed,
+    }
 }
 
-/// Evaluates one part; an error is `(reference, reason)`.
-fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, (String, String)> {
+/// Why one reference failed, with what to try.
+struct Failed {
+    reference: String,
+    reason: String,
+    hint: Option<String>,
+}
+
+/// Evaluates one part.
+fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failed> {
     let reference = match part {
         Part::Literal(s) => {
             return Ok(Value {
@@ -229,7 +259,16 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, (Str
         }
         Part::Ref(r) => r,
     };
-    let fail = |reason: String| (reference.to_string(), reason);
+    let fail = |reason: String| Failed {
+        reference: reference.to_string(),
+        reason,
+        hint: None,
+    };
+    let fail_with = |e: &BackendError, label: &str| Failed {
+        reference: reference.to_string(),
+        reason: format!("{label}: {e}"),
+        hint: e.hint.clone(),
+    };
     match reference {
         Reference::Secret(r) => {
             let name = backend_name(r);
@@ -237,24 +276,28 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, (Str
                 key: r.key.clone(),
                 params: r.params.clone(),
             };
-            let backend = &fetched.backends[name];
-            let value = match fetched.results.get(&(name.to_owned(), lookup)) {
+            let backend = fetched.backends[name].as_ref();
+            let label = label(name, backend);
+            let found = match fetched.results.get(&(name.to_owned(), lookup.clone())) {
                 Some(Ok(Some(v))) => v,
                 Some(Ok(None)) => {
-                    return Err(fail(format!(
-                        "not found in backend `{name}` ({})",
-                        backend.kind()
-                    )));
+                    let place = backend
+                        .looked_for(&lookup)
+                        .map(|p| format!(": {p}"))
+                        .unwrap_or_default();
+                    return Err(fail(format!("not found in {label}{place}")));
                 }
-                Some(Err(e)) => {
-                    return Err(fail(format!("backend `{name}` ({}): {e}", backend.kind())));
+                Some(Err(e)) => return Err(fail_with(e, &label)),
+                None => {
+                    return Err(match fetched.failed.get(name) {
+                        Some(e) => fail_with(e, &label),
+                        None => fail(String::from("was not fetched (a bug in envrun)")),
+                    });
                 }
-                None => return Err(fail(String::from("was not fetched (a bug in envrun)"))),
             };
-            let bytes = match &r.field {
-                Some(field) => backend.field(value, field).map_err(fail)?,
-                None => value.clone(),
-            };
+            let bytes = found
+                .select(backend, r.field.as_deref())
+                .map_err(|e| fail(format!("{label}: {e}")))?;
             Ok(Value {
                 bytes,
                 sensitive: true,
@@ -286,18 +329,18 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, (Str
 }
 
 /// Concatenates the pieces into one value, in a buffer sized before it is filled.
-fn join(pieces: &[(Value, bool)]) -> Value {
-    if let [(single, _)] = pieces {
+fn join(pieces: &[Value]) -> Value {
+    if let [single] = pieces {
         return single.clone();
     }
-    let len = pieces.iter().map(|(p, _)| p.bytes.len()).sum();
+    let len = pieces.iter().map(|p| p.bytes.len()).sum();
     let mut buf = Vec::with_capacity(len);
-    for (p, _) in pieces {
+    for p in pieces {
         buf.extend_from_slice(p.bytes.expose());
     }
     Value {
         bytes: Secret::from_vec(buf),
-        sensitive: pieces.iter().any(|(p, _)| p.sensitive),
+        sensitive: pieces.iter().any(|p| p.sensitive),
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Backend, BackendError, Context, Lookup, LookupResult};
+use super::{Backend, BackendError, Context, Found, Lookup, LookupResult};
 use crate::store::{self, Key};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -151,7 +151,7 @@ impl Backend for Local {
         let contents = open_store(&self.store, &self.key).map_err(to_err)?.contents;
         Ok(lookups
             .iter()
-            .map(|l| Ok(contents.secrets.get(&l.key).cloned()))
+            .map(|l| Ok(contents.secrets.get(&l.key).cloned().map(Found::Value)))
             .collect())
     }
 }

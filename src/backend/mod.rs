@@ -6,21 +6,38 @@
 //!   concurrently.
 //! - It returns `Err` when the backend as a whole cannot answer (store unreadable, server
 //!   unreachable, credentials refused): the run stops.
-//! - Otherwise it returns one entry per lookup, in order: `Ok(Some(value))`,
+//! - Otherwise it returns one entry per lookup, in order: `Ok(Some(found))`,
 //!   `Ok(None)` when the key does not exist, or `Err` for a failure of that key alone.
+//!   [`Found::Value`] is one value (`#field` reads it as JSON, see [`Backend::field`]);
+//!   [`Found::Fields`] is a record of named values (a `.json` or `.env` file, a Vault KV
+//!   secret), where `#field` is required. The backend says which, because a lookup does not
+//!   carry the field: `secret:DB#user` and `secret:DB#password` are one lookup of `DB`.
 //! - Error messages name the key, backend and operation; never a value.
+//! - A backend that reads envrun's own environment reports the variables it read
+//!   ([`Backend::consumed_env`]); they are not passed on to the command.
+//! - A backend that honours tenants (see [`tenant`]) reports the tenant ([`Backend::tenant`]);
+//!   every message about that backend names it.
 //!
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
 
+pub mod dotenv;
+pub mod env;
+pub mod files;
 pub mod local;
+pub mod tenant;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use zeroize::Zeroize;
 
 use crate::secret::Secret;
 
+pub use dotenv::{Dotenv, DotenvConfig};
+pub use env::{Env, EnvConfig};
+pub use files::{Files, FilesConfig};
 pub use local::{Local, LocalConfig};
 
 /// One thing to look up: a key and its backend-specific parameters.
@@ -52,8 +69,51 @@ impl BackendError {
     }
 }
 
-/// The result for one lookup: the value, `None` for "no such key", or a failure.
-pub type LookupResult = Result<Option<Secret>, BackendError>;
+/// What a backend found for one key.
+#[derive(Clone, Debug)]
+pub enum Found {
+    /// One value; `#field` reads it as a JSON object ([`Backend::field`]).
+    Value(Secret),
+    /// Named values; `#field` picks one and is required.
+    Fields(BTreeMap<String, Secret>),
+}
+
+impl From<Secret> for Found {
+    fn from(s: Secret) -> Found {
+        Found::Value(s)
+    }
+}
+
+impl Found {
+    /// Applies `#field` (or its absence). Errors list field names, never values.
+    pub fn select(&self, backend: &dyn Backend, field: Option<&str>) -> Result<Secret, String> {
+        match (self, field) {
+            (Found::Value(v), None) => Ok(v.clone()),
+            (Found::Value(v), Some(f)) => backend.field(v, f),
+            (Found::Fields(map), Some(f)) => map
+                .get(f)
+                .cloned()
+                .ok_or_else(|| format!("no field `{f}` (fields: {})", names(map))),
+            (Found::Fields(map), None) => Err(format!(
+                "holds several fields, pick one with `#FIELD` (fields: {})",
+                names(map)
+            )),
+        }
+    }
+}
+
+fn names(map: &BTreeMap<String, Secret>) -> String {
+    if map.is_empty() {
+        return String::from("none");
+    }
+    map.keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The result for one lookup: what was found, `None` for "no such key", or a failure.
+pub type LookupResult = Result<Option<Found>, BackendError>;
 
 pub trait Backend: Send + Sync {
     /// The backend's type as written in the manifest (`local`, `vault`, ...).
@@ -68,9 +128,26 @@ pub trait Backend: Send + Sync {
     /// Looks up every key at once; see the module documentation for the contract.
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError>;
 
-    /// Picks `#field` out of a value. The default reads the value as a JSON object.
+    /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
     fn field(&self, value: &Secret, field: &str) -> Result<Secret, String> {
         json_field(value, field)
+    }
+
+    /// The tenant this backend looks up for, if it honours tenants; messages name it.
+    fn tenant(&self) -> Option<&str> {
+        None
+    }
+
+    /// Where a key was looked for, for the "not found" message (names and paths only).
+    fn looked_for(&self, _lookup: &Lookup) -> Option<String> {
+        None
+    }
+
+    /// The variables of envrun's own environment that serving `lookups` reads. They are
+    /// removed from the command's environment unless the manifest sets the same name, so a
+    /// secret does not reach the command a second time under its raw name.
+    fn consumed_env(&self, _lookups: &[Lookup]) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -79,7 +156,8 @@ pub trait Backend: Send + Sync {
 pub struct Context {
     /// The manifest's directory, or the working directory when there is no manifest.
     pub base_dir: PathBuf,
-    /// `--tenant`, when given.
+    /// The tenant: `--tenant`, else `$ENVRUN_TENANT`, else the manifest's `tenant:`
+    /// (checked with [`tenant::check`]).
     pub tenant: Option<String>,
 }
 
@@ -88,6 +166,9 @@ pub struct Context {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BackendConfig {
     Local(LocalConfig),
+    Env(EnvConfig),
+    Files(FilesConfig),
+    Dotenv(DotenvConfig),
 }
 
 impl Default for BackendConfig {
@@ -100,38 +181,99 @@ impl BackendConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendConfig::Local(_) => "local",
+            BackendConfig::Env(_) => "env",
+            BackendConfig::Files(_) => "files",
+            BackendConfig::Dotenv(_) => "dotenv",
         }
     }
 
     pub fn build(&self, ctx: &Context) -> Result<Box<dyn Backend>, BackendError> {
         Ok(match self {
             BackendConfig::Local(c) => Box::new(Local::new(c, ctx)),
+            BackendConfig::Env(c) => Box::new(Env::new(c, ctx)),
+            BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
+            BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
         })
     }
 }
 
 /// Selects a field of a JSON-object value: strings as they are, other JSON as its text.
+/// Every string of the parsed document is wiped before it is freed.
 pub fn json_field(value: &Secret, field: &str) -> Result<Secret, String> {
-    let doc: serde_json::Value = serde_json::from_slice(value.expose())
-        .map_err(|_| format!("field `{field}` asked for, but the value is not a JSON object"))?;
+    let not_object = || format!("field `{field}` asked for, but the value is not a JSON object");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(value.expose()).map_err(|_| not_object())?;
+    let fields = json_fields(&mut doc);
+    wipe(&mut doc);
+    let mut fields = fields.ok_or_else(not_object)?;
+    fields
+        .remove(field)
+        .ok_or_else(|| format!("no field `{field}` (fields: {})", names(&fields)))
+}
+
+/// The fields of a JSON object: strings as they are, other JSON as its text.
+pub(crate) fn json_fields(doc: &mut serde_json::Value) -> Option<BTreeMap<String, Secret>> {
     let serde_json::Value::Object(map) = doc else {
-        return Err(format!(
-            "field `{field}` asked for, but the value is not a JSON object"
-        ));
+        return None;
     };
-    match map.get(field) {
-        Some(serde_json::Value::String(s)) => Ok(Secret::from_slice(s.as_bytes())),
-        Some(other) => Ok(Secret::from(other.to_string())),
-        None => {
-            let names: Vec<&str> = map.keys().map(String::as_str).collect();
-            Err(format!("no field `{field}` (fields: {})", names.join(", ")))
-        }
+    Some(
+        map.iter_mut()
+            .map(|(name, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => Secret::from(std::mem::take(s)),
+                    other => Secret::from(other.to_string()),
+                };
+                (name.clone(), value)
+            })
+            .collect(),
+    )
+}
+
+/// Wipes the strings left in a parsed document (nested values, before it is dropped).
+pub(crate) fn wipe(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
+        _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_need_a_field_and_errors_list_names_only() {
+        let backend = Local::new(
+            &LocalConfig::default(),
+            &Context {
+                base_dir: ".".into(),
+                tenant: None,
+            },
+        );
+        let found = Found::Fields(BTreeMap::from([
+            ("user".to_owned(), Secret::from(String::from("app"))),
+            (
+                "password".to_owned(),
+                Secret::from(String::from("hunter22")),
+            ),
+        ]));
+        assert_eq!(
+            found.select(&backend, Some("user")).unwrap().expose(),
+            b"app"
+        );
+        let missing = found.select(&backend, Some("pass")).unwrap_err();
+        assert_eq!(missing, "no field `pass` (fields: password, user)");
+        let whole = found.select(&backend, None).unwrap_err();
+        assert!(whole.contains("(fields: password, user)"), "{whole}");
+        let value = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
+        assert_eq!(value.select(&backend, Some("a")).unwrap().expose(), b"b");
+        assert_eq!(
+            value.select(&backend, None).unwrap().expose(),
+            br#"{"a":"b"}"#
+        );
+    }
 
     #[test]
     fn json_field_selects_and_lists_names_only() {

@@ -54,6 +54,23 @@ impl Test {
         self
     }
 
+    /// Creates a directory (and its parents) in the test directory.
+    pub fn mkdir(self, rel: &str) -> Test {
+        std::fs::create_dir_all(self.path(rel)).unwrap();
+        self
+    }
+
+    /// Creates the symlink `rel` pointing at `target` (written as given: relative targets
+    /// resolve from the link's directory, as the kernel does).
+    pub fn symlink(self, rel: &str, target: &str) -> Test {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::os::unix::fs::symlink(target, &p).unwrap();
+        self
+    }
+
     pub fn chmod(self, rel: &str, mode: u32) -> Test {
         std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode)).unwrap();
         self
@@ -122,6 +139,12 @@ pub struct Run {
 }
 
 impl Run {
+    /// Sets a variable for this run only.
+    pub fn env_pass(mut self, k: &str, v: &str) -> Run {
+        self.cmd.env(k, v);
+        self
+    }
+
     pub fn stdin_bytes(mut self, bytes: &[u8]) -> Run {
         self.stdin = Some(bytes.to_vec());
         self
