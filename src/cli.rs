@@ -22,7 +22,8 @@ macro_rules! examples {
 macro_rules! exit_status {
     () => {
         "The command's own status. 125 if envrun fails (the command was not started), 126 if the
-command cannot be run, 127 if it is not found."
+command cannot be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is
+no (`exists`, `get` or `delete` of a missing name), 125 on errors."
     };
 }
 

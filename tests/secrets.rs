@@ -824,6 +824,26 @@ fn backspace_and_empty_input_at_the_prompt() {
     assert!(screen.contains("status=125"), "{screen}");
 }
 
+#[test]
+fn get_reveal_on_a_terminal_ends_with_a_newline() {
+    let t = Test::new().secret("A", "v4lue");
+    let out = Command::new("script")
+        .args([
+            "-qfec",
+            &format!("'{BIN}' secrets get A --reveal; echo END"),
+            "/dev/null",
+        ])
+        .current_dir(t.dir.path())
+        .env("SHELL", "/bin/sh")
+        .env_remove("ENVRUN_KEY")
+        .env_remove("ENVRUN_STORE")
+        .env_remove("ENVRUN_KEY_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v4lue\r\nEND\r\n");
+}
+
 // --- plaintext never written -------------------------------------------------------------
 
 /// `strace -xx` prints every byte of a written buffer as `\xHH`.
