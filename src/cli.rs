@@ -22,7 +22,8 @@ macro_rules! examples {
 macro_rules! exit_status {
     () => {
         "The command's own status. 125 if envrun fails (the command was not started), 126 if the
-command cannot be run, 127 if it is not found."
+command cannot be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is
+no (`exists`, `get` or `delete` of a missing name), 125 on errors."
     };
 }
 
@@ -145,14 +146,115 @@ pub struct SecretsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Store a secret; the value is read from standard input (one trailing newline removed).
-    /// A new store and key (0600) are created when neither exists
+    /// Create a new key and an empty store (both 0600); refuses to overwrite either
+    Init,
+    /// Store a secret (value from stdin, or a prompt that does not echo)
+    ///
+    /// The value is read from standard input (one trailing newline removed), or from a prompt
+    /// on the terminal that does not echo when standard input is a terminal. A new store and
+    /// key (0600) are created when neither exists.
     Set {
-        /// Letters, digits, `_`, `.`, `-` and `/`
+        /// The secret's name: letters, digits, `_`, `.`, `-` and `/`
         name: String,
+        /// The value on the command line: discouraged, it lands in shell history and the
+        /// process list (a warning says so)
+        value: Option<String>,
+    },
+    /// Show a secret masked, or with --reveal its value; exit 1 if it does not exist
+    ///
+    /// The masked form shows 3 characters at each end of a value of 16 characters or more
+    /// (`123***...xyz`), 2 from 12 characters, 1 from 8, and only `***` below 8: never more
+    /// than 3/8 of a value, and never its length.
+    Get {
+        /// The secret's name
+        name: String,
+        /// Print the raw value alone (a newline is added only when stdout is a terminal)
+        #[arg(long)]
+        reveal: bool,
     },
     /// List the names in the store, sorted (never values)
-    List,
+    List {
+        /// Print a JSON array of names
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if the secret exists, 1 if not; prints nothing
+    Exists {
+        /// The secret's name
+        name: String,
+    },
+    /// Delete a secret; exit 1 if it does not exist
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// The secret's name
+        name: String,
+    },
+    /// Store every SECRET_* variable of the environment, without the prefix
+    ///
+    /// Every variable whose name starts with the prefix becomes a secret named after the rest
+    /// of its name. Reports how many were added, updated or unchanged, never values. All or
+    /// nothing: one invalid name or empty value and nothing is imported.
+    Import {
+        /// The prefix to take and strip
+        #[arg(long, default_value = "SECRET_", value_name = "P")]
+        prefix: String,
+    },
+    /// Copy the encrypted store to PATH (0600), after checking that it opens with the key
+    ///
+    /// The backup is the encrypted store byte for byte; the key is not in it.
+    Backup {
+        /// Where to write the backup
+        path: PathBuf,
+        /// Replace PATH if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the store with a backup, after checking that it opens with the current key
+    ///
+    /// A backup made under the previous key (KEY.old, kept by rotate-key) is re-encrypted
+    /// under the current one. The store is replaced atomically.
+    Restore {
+        /// The backup to restore
+        path: PathBuf,
+    },
+    /// Re-encrypt the store under a new random key, keeping the previous one as KEY.old
+    ///
+    /// Writes KEY.old, then the new KEY, then the re-encrypted store, so that at every
+    /// instant one of the two opens the store (readers try KEY.old when KEY fails). KEY.old
+    /// opens older backups; `rotate-key --discard-old` deletes it. Refused when the key comes
+    /// from $ENVRUN_KEY.
+    RotateKey {
+        /// Only delete KEY.old (after checking that the current key opens the store)
+        #[arg(long)]
+        discard_old: bool,
+    },
+    /// Store a new random value from the OS RNG; prints only the name and length
+    Generate {
+        /// The secret's name
+        name: String,
+        /// Number of characters
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096), value_name = "N")]
+        length: u16,
+        /// Characters to draw from
+        #[arg(long, value_enum, default_value_t = Charset::Alnum)]
+        charset: Charset,
+        /// Replace an existing secret of that name
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The alphabets of `secrets generate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Charset {
+    /// A-Z a-z 0-9
+    Alnum,
+    /// 0-9 a-f
+    Hex,
+    /// A-Z a-z 0-9 + /
+    Base64,
+    /// A-Z a-z 0-9 - _
+    Urlsafe,
 }
 
 /// The clap command, for the man page and completions.

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use crate::store::StoreError;
 
+/// Exit status of a command whose answer is "no" (`secrets get`/`delete` of a missing name).
+pub const EXIT_ABSENT: i32 = 1;
 /// Exit status when envrun itself fails (as `env`, `docker run` and tini use).
 pub const EXIT_ENVRUN: i32 = 125;
 /// Exit status when the command was found but could not be run.
@@ -49,6 +51,10 @@ pub enum Error {
 
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+
+    /// A secret the command needs does not exist (exit 1, not a failure of envrun).
+    #[error("no secret `{name}` in {}", store.display())]
+    Absent { name: String, store: PathBuf },
 }
 
 /// One reference that could not be resolved: the variable, the reference, what went wrong.
@@ -78,6 +84,7 @@ impl Error {
         match self {
             Error::NotFound { .. } => EXIT_NOT_FOUND,
             Error::CannotRun { .. } => EXIT_CANNOT_RUN,
+            Error::Absent { .. } => EXIT_ABSENT,
             _ => EXIT_ENVRUN,
         }
     }
@@ -102,6 +109,7 @@ impl Error {
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
             Error::Io { .. } => return None,
+            Error::Absent { .. } => "`envrun secrets list` shows the names it holds".into(),
         })
     }
 }

@@ -17,8 +17,10 @@
 //!
 //! Writes are atomic and serialised: a writer takes an exclusive `flock` on `STORE.lock` (a
 //! file that is never renamed), writes `.STORE.tmp.PID`, fsyncs it, renames it over the
-//! store and fsyncs the directory. Plaintext exists only in memory, in buffers sized before
-//! they are filled and wiped after use.
+//! store and fsyncs the directory ([`replace_file`]; key files are written the same way).
+//! Temp files left by a killed writer are removed by the next one, which holds the lock.
+//! Plaintext exists only in memory, in buffers sized before they are filled and wiped after
+//! use.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -72,6 +74,9 @@ pub enum StoreError {
     Content(PathBuf),
     #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
     NotUtf8(String),
+    /// A command that declines to act, with what to do instead.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
 }
 
 impl StoreError {
@@ -95,6 +100,7 @@ impl StoreError {
                 "check that the key matches this store ($ENVRUN_KEY, $ENVRUN_KEY_FILE, key_file:); if it does, restore the store from a backup".into()
             }
             StoreError::NotUtf8(_) => return None,
+            StoreError::Refused { hint, .. } => hint.clone(),
             StoreError::Read { .. } | StoreError::Write { .. } => {
                 "check the path and its permissions".into()
             }
@@ -163,23 +169,18 @@ impl Key {
         Zeroizing::new(B64.encode(self.0.expose_secret()))
     }
 
-    /// Writes a new key file (0600); fails if one exists.
+    /// Writes a new key file (0600) atomically; fails if one exists.
     pub fn create_file(&self, path: &Path) -> Result<(), StoreError> {
-        let werr = |e| StoreError::Write {
-            path: path.to_owned(),
-            source: e,
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(werr)?;
-        let mut line = self.to_base64();
+        self.write_file(path, Replace::NoClobber)
+    }
+
+    /// Writes the key to `path` (0600) through a temp file, so a crash leaves either no file
+    /// (or the previous one) or the whole key, never a partial key.
+    pub fn write_file(&self, path: &Path, mode: Replace) -> Result<(), StoreError> {
+        let mut line = Zeroizing::new(String::with_capacity(KEY_LEN * 2));
+        line.push_str(&self.to_base64());
         line.push('\n');
-        file.write_all(line.as_bytes()).map_err(werr)?;
-        file.sync_all().map_err(werr)?;
-        sync_dir(path).map_err(werr)
+        replace_file(path, line.as_bytes(), mode)
     }
 
     fn cipher(&self) -> Aes256Gcm {
@@ -215,6 +216,11 @@ pub struct Contents {
 
 /// Reads and decrypts the store at `path`.
 pub fn read(path: &Path, key: &Key) -> Result<Contents, StoreError> {
+    open(&read_raw(path)?, key, path)
+}
+
+/// Reads the sealed bytes of the store at `path`, refusing a file others can access.
+pub fn read_raw(path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => StoreError::StoreMissing(path.to_owned()),
         _ => StoreError::Read {
@@ -228,7 +234,7 @@ pub fn read(path: &Path, key: &Key) -> Result<Contents, StoreError> {
         path: path.to_owned(),
         source: e,
     })?;
-    open(&data, key, path)
+    Ok(data)
 }
 
 /// Decrypts store bytes; `path` is only used in error messages.
@@ -325,10 +331,31 @@ pub fn lock(store: &Path) -> Result<Lock, StoreError> {
 }
 
 /// Replaces the store atomically with `contents` sealed under `key`. Hold [`lock`] first.
-pub fn write(store: &Path, key: &Key, contents: &Contents, _lock: &Lock) -> Result<(), StoreError> {
-    remove_stale_temps(store);
+pub fn write(store: &Path, key: &Key, contents: &Contents, lock: &Lock) -> Result<(), StoreError> {
     let sealed = seal(contents, key)?;
-    let tmp = sibling(store, ".", &format!(".tmp.{}", std::process::id()));
+    write_sealed(store, &sealed, lock)
+}
+
+/// Replaces the store atomically with already sealed bytes (a verified backup).
+pub fn write_sealed(store: &Path, sealed: &[u8], _lock: &Lock) -> Result<(), StoreError> {
+    remove_stale_temps(store);
+    replace_file(store, sealed, Replace::Overwrite)
+}
+
+/// Whether [`replace_file`] may replace an existing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    Overwrite,
+    /// Fail with `AlreadyExists` if the target exists (the check and the creation are one
+    /// atomic step: a hard link, which never replaces).
+    NoClobber,
+}
+
+/// Writes `bytes` to `path` so that at every instant `path` is either absent, the old file
+/// or the complete new one: `.NAME.tmp.PID` beside it (0600), fsync, rename (or link) over
+/// `path`, fsync the directory. Callers that may race hold [`lock`].
+pub fn replace_file(path: &Path, bytes: &[u8], mode: Replace) -> Result<(), StoreError> {
+    let tmp = sibling(path, ".", &format!(".tmp.{}", std::process::id()));
     let werr = |p: &Path| {
         let p = p.to_owned();
         move |e| StoreError::Write { path: p, source: e }
@@ -341,19 +368,33 @@ pub fn write(store: &Path, key: &Key, contents: &Contents, _lock: &Lock) -> Resu
         .open(&tmp)
         .map_err(werr(&tmp))?;
     let result = file
-        .write_all(&sealed)
+        .write_all(bytes)
         .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, store));
+        .and_then(|()| match mode {
+            Replace::Overwrite => fs::rename(&tmp, path),
+            Replace::NoClobber => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
+        });
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(werr(store)(e));
+        return Err(werr(path)(e));
     }
-    sync_dir(store).map_err(werr(store))
+    sync_dir(path).map_err(werr(path))
 }
 
-/// Removes temp files left by writers that were killed; safe because we hold the lock.
-fn remove_stale_temps(store: &Path) {
-    let (Some(dir), Some(name)) = (parent(store), store.file_name()) else {
+/// Removes `path` and makes the removal durable.
+pub fn remove_file(path: &Path) -> Result<(), StoreError> {
+    let werr = |e| StoreError::Write {
+        path: path.to_owned(),
+        source: e,
+    };
+    fs::remove_file(path).map_err(werr)?;
+    sync_dir(path).map_err(werr)
+}
+
+/// Removes temp files of `path` left by writers that were killed; safe because we hold the
+/// lock, so no other writer is running.
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (parent(path), path.file_name()) else {
         return;
     };
     let prefix = format!(".{}.tmp.", name.to_string_lossy());

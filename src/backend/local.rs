@@ -4,6 +4,10 @@
 //! `$ENVRUN_STORE` / `$ENVRUN_KEY_FILE`; otherwise `secrets.json.enc` / `secrets.key` next to
 //! the manifest. `$ENVRUN_KEY` (the key in base64) takes precedence over any key file, for
 //! containers that receive the key as an environment variable.
+//!
+//! A store that does not open with the key file is tried with `KEYFILE.old` too: that is
+//! the state a reader sees in the middle of `envrun secrets rotate-key` (or after one that
+//! was interrupted), and the next write re-encrypts it under the new key.
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +90,50 @@ pub fn load_key(source: &KeySource) -> Result<Key, store::StoreError> {
     }
 }
 
+/// `secrets.key` -> `secrets.key.old`: the previous key, kept by `rotate-key`.
+pub fn old_key_path(key: &Path) -> PathBuf {
+    let mut name = key.file_name().unwrap_or_default().to_owned();
+    name.push(".old");
+    key.with_file_name(name)
+}
+
+/// An opened store: its contents and the current key (the one new writes are sealed with).
+#[derive(Debug)]
+pub struct Opened {
+    pub key: Key,
+    pub contents: store::Contents,
+    /// The store opened only with the old key: a key rotation was interrupted.
+    pub with_old_key: bool,
+}
+
+/// Opens the store with the current key, falling back to the old key file (see the module
+/// documentation). Errors are those of the current key.
+pub fn open_store(store_path: &Path, source: &KeySource) -> Result<Opened, store::StoreError> {
+    let key = load_key(source)?;
+    match store::read(store_path, &key) {
+        Ok(contents) => Ok(Opened {
+            key,
+            contents,
+            with_old_key: false,
+        }),
+        Err(err @ store::StoreError::Decrypt(_)) => {
+            let KeySource::File(path) = source else {
+                return Err(err);
+            };
+            let old = old_key_path(path);
+            match Key::load(&old).and_then(|old| store::read(store_path, &old)) {
+                Ok(contents) => Ok(Opened {
+                    key,
+                    contents,
+                    with_old_key: true,
+                }),
+                Err(_) => Err(err),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
 impl Backend for Local {
     fn kind(&self) -> &'static str {
         "local"
@@ -99,9 +147,8 @@ impl Backend for Local {
                 hint,
             }
         };
-        let key = self.load_key().map_err(to_err)?;
         // The decrypted contents are wiped when they go out of scope here.
-        let contents = store::read(&self.store, &key).map_err(to_err)?;
+        let contents = open_store(&self.store, &self.key).map_err(to_err)?.contents;
         Ok(lookups
             .iter()
             .map(|l| Ok(contents.secrets.get(&l.key).cloned().map(Found::Value)))
