@@ -720,7 +720,7 @@ fn a_job_sees_the_new_value_at_its_next_start() {
 /// Runs `script` (a pseudo-terminal) with `shell_cmd`; types `keys` once the prompt shows.
 /// Returns everything the terminal showed.
 fn on_a_terminal(t: &Test, shell_cmd: &str, keys: &[u8]) -> String {
-    let mut child = Command::new("script")
+    let mut child = Command::new(debian_tool("script", "util-linux"))
         .args(["-qfec", shell_cmd, "/dev/null"])
         .current_dir(t.dir.path())
         .env("SHELL", "/bin/sh")
@@ -827,7 +827,7 @@ fn backspace_and_empty_input_at_the_prompt() {
 #[test]
 fn get_reveal_on_a_terminal_ends_with_a_newline() {
     let t = Test::new().secret("A", "v4lue");
-    let out = Command::new("script")
+    let out = Command::new(debian_tool("script", "util-linux"))
         .args([
             "-qfec",
             &format!("'{BIN}' secrets get A --reveal; echo END"),
@@ -869,7 +869,7 @@ fn strace_shows_no_plaintext_value_written_anywhere() {
             BIN,
         ];
         all.extend_from_slice(args);
-        let mut cmd = Command::new("/usr/bin/strace");
+        let mut cmd = Command::new(debian_tool("strace", "strace"));
         cmd.args(&all)
             .current_dir(t.dir.path())
             .env_remove("ENVRUN_KEY")

@@ -18,14 +18,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use envrun::secret::Secret;
 use envrun::store::{self, Contents, Key};
 
-const STRACE: &str = "/usr/bin/strace";
 const TARGET: &str = "TARGET";
 
 /// xorshift64*: enough randomness to spread kill points; reproducible from the seed.
@@ -143,7 +142,7 @@ fn kill_points(s: &Store) -> Vec<(String, usize)> {
 
 fn kill_points_of(s: &Store, sub: &[&str]) -> Vec<(String, usize)> {
     let trace = s.dir.path().join("reference.trace");
-    let mut cmd = Command::new(STRACE);
+    let mut cmd = Command::new(debian_tool("strace", "strace"));
     cmd.arg("-f").arg("-o").arg(&trace).arg(BIN);
     s.args_for(&mut cmd, sub);
     let out = feed(cmd, "reference value").wait_with_output().unwrap();
@@ -208,7 +207,7 @@ fn run_trials(wanted: usize, seed: u64) -> Tally {
         let new = format!("new {attempt} {}", "y".repeat(rng.below(300) as usize));
         let status = if attempt.is_multiple_of(2) {
             let (name, n) = &points[(attempt / 2 + offset) % points.len()];
-            let mut cmd = Command::new(STRACE);
+            let mut cmd = Command::new(debian_tool("strace", "strace"));
             cmd.args(["-f", "-o", "/dev/null", "-e"])
                 .arg(format!("trace={name}"))
                 .arg("-e")
@@ -276,10 +275,6 @@ fn sigkill_during_set_never_loses_or_corrupts_a_secret() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    assert!(
-        Path::new(STRACE).exists(),
-        "this test needs strace at {STRACE} (apt-get install strace)"
-    );
     let t = run_trials(wanted, seed);
     eprintln!(
         "crash trials (seed {seed}): {} kills, {} runs finished before the kill; after a kill TARGET held the old value {} times and the new value {} times; a temp file was left {} times and removed by the next write every time",
@@ -302,7 +297,7 @@ fn sigkill_during_rotate_key_leaves_a_store_one_of_the_two_keys_opens() {
     let mut kills = 0;
     for (name, n) in &points {
         let (s, expected) = fixture();
-        let mut cmd = Command::new(STRACE);
+        let mut cmd = Command::new(debian_tool("strace", "strace"));
         cmd.args(["-f", "-o", "/dev/null", "-e"])
             .arg(format!("trace={name}"))
             .arg("-e")

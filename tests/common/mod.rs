@@ -246,3 +246,32 @@ impl Done {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// The path of a tool from a Debian package that a test needs (strace, script, unshare).
+/// On a fresh machine without it the package is installed (CI runs as root with Debian's
+/// registry reachable), so such a test provisions itself instead of being skipped; if that
+/// fails the test fails, saying what to install.
+pub fn debian_tool(bin: &str, package: &str) -> PathBuf {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(bin))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    // One installer at a time across parallel test binaries.
+    let script = format!(
+        "command -v {bin} >/dev/null || {{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}; }}"
+    );
+    let status = Command::new("flock")
+        .args(["/tmp/envrun-tests-apt.lock", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .status();
+    match (status, find()) {
+        (Ok(s), Some(p)) if s.success() => p,
+        _ => panic!("this test needs `{bin}`: install the Debian package `{package}`"),
+    }
+}
