@@ -22,6 +22,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A command line clap rejected, with clap's suggestions.
+    #[error("{message}")]
+    Cli { message: String, tips: Vec<String> },
+
     #[error("manifest {} not found", .0.display())]
     ManifestNotFound(PathBuf),
 
@@ -93,6 +97,8 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Usage(_) => "run `envrun --help` for usage".into(),
+            Error::Cli { tips, .. } if !tips.is_empty() => tips.join("\n"),
+            Error::Cli { .. } => "run `envrun --help` for usage".into(),
             Error::ManifestNotFound(_) => {
                 "check --manifest / $ENVRUN_MANIFEST, or run without one to use only inherited references".into()
             }

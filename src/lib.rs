@@ -60,15 +60,29 @@ fn usage_error(e: clap::Error) -> i32 {
             let _ = e.print();
             0
         }
+        // `envrun secrets` alone: the help is the most useful answer, but it is still an error.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            EXIT_ENVRUN
+        }
         _ => {
             let text = e.render().to_string();
             let text = text.strip_prefix("error: ").unwrap_or(&text);
-            let message: Vec<&str> = text
+            let (mut message, mut tips) = (Vec::new(), Vec::new());
+            for line in text
                 .lines()
                 .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
                 .filter(|l| !l.trim().is_empty())
-                .collect();
-            ui::error(&Error::Usage(message.join("\n")));
+            {
+                match line.trim_start().strip_prefix("tip: ") {
+                    Some(tip) => tips.push(tip.to_owned()),
+                    None => message.push(line),
+                }
+            }
+            ui::error(&Error::Cli {
+                message: message.join("\n"),
+                tips,
+            });
             EXIT_ENVRUN
         }
     }

@@ -207,7 +207,13 @@ fn usage_errors_exit_125() {
     let t = Test::new();
     t.run(&["--bogus"])
         .status(125)
-        .stderr_has("envrun: error: unexpected argument '--bogus'");
+        .stderr("envrun: error: unexpected argument '--bogus' found\nenvrun: hint: to pass '--bogus' as a value, use '-- --bogus'\n");
+    t.run(&["secrets", "sett", "x"])
+        .status(125)
+        .stderr_has("envrun: error: unrecognized subcommand 'sett'\nenvrun: hint: ");
+    t.run(&["secrets"])
+        .status(125)
+        .stderr_has("Usage: envrun secrets");
     t.run(&[])
         .status(125)
         .stderr_has("required arguments were not provided");
