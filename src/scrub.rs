@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
 use aho_corasick::{Anchored, Input, MatchKind, StartKind, dfa, nfa};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -124,8 +124,8 @@ pub struct Scrubber {
     /// The mask text for each masked variable, `{name}` already substituted.
     masks: Vec<Box<[u8]>>,
     too_short: Vec<String>,
-    /// Automaton state -> length of the pattern prefix it stands for, for states up
-    /// to `window` deep. This is what tells how many trailing bytes to hold back.
+    /// Automaton state -> length of the pattern prefix it stands for. This is what
+    /// tells how many trailing bytes to hold back.
     depth: HashMap<u32, u32>,
     /// Longest pattern - 1: the most bytes that can still begin a match.
     window: usize,
@@ -186,7 +186,8 @@ impl Scrubber {
         } else {
             build_engine(&forms)?
         };
-        let depth = with_automaton!(&engine, aut => depth_map(aut, &forms, window), empty => HashMap::new());
+        let depth =
+            with_automaton!(&engine, aut => depth_map(aut, &forms), empty => HashMap::new());
         Ok(Scrubber {
             engine,
             pattern_mask,
@@ -246,9 +247,13 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
         .prefilter(true)
         .build(forms.iter().map(|(p, _)| p.as_slice()))
         .map_err(err)?;
-    // The threshold `AhoCorasick` itself uses: beyond ~100 patterns a DFA's memory
-    // grows faster than it pays back.
+    // A DFA's table is states x byte classes x 4 bytes, and there are about as many
+    // states as pattern bytes: beyond ~100 patterns (`AhoCorasick`'s own threshold)
+    // or a few dozen KiB of patterns (a PEM key with all its encodings) it costs
+    // far more memory and build time than it gains over the contiguous NFA.
+    let total_bytes: usize = forms.iter().map(|(p, _)| p.len()).sum();
     if forms.len() <= 100
+        && total_bytes <= 32 * 1024
         && let Ok(dfa) = dfa::Builder::new()
             .match_kind(MatchKind::Standard)
             .start_kind(StartKind::Unanchored)
@@ -269,18 +274,14 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
 
 /// Walks every pattern from the start state and records how deep each state is.
 /// Walking a pattern's own prefix from the unanchored start always lands on the
-/// trie node of that prefix, so this reaches every state a `window`-byte walk can.
-fn depth_map<A: Automaton>(
-    aut: &A,
-    forms: &[(Zeroizing<Vec<u8>>, u32)],
-    window: usize,
-) -> HashMap<u32, u32> {
+/// trie node of that prefix, and with standard semantics every state is one.
+fn depth_map<A: Automaton>(aut: &A, forms: &[(Zeroizing<Vec<u8>>, u32)]) -> HashMap<u32, u32> {
     let start = aut.start_state(Anchored::No).expect("unanchored automaton");
     let mut depth = HashMap::new();
     depth.insert(start.as_u32(), 0);
     for (pattern, _) in forms {
         let mut sid = start;
-        for (i, &b) in pattern.iter().take(window).enumerate() {
+        for (i, &b) in pattern.iter().enumerate() {
             sid = aut.next_state(Anchored::No, sid, b);
             // A pattern is shorter than 2^32 bytes, the automaton could not hold it.
             depth.insert(sid.as_u32(), (i + 1) as u32);
@@ -366,6 +367,9 @@ struct StreamState {
     buf: Vec<u8>,
     /// Sorted, disjoint, not touching.
     regions: Vec<Region>,
+    /// The automaton's state after everything written since the last flush, so a
+    /// small write costs only its own bytes; `None` is the start state.
+    sid: Option<StateID>,
 }
 
 impl Drop for StreamState {
@@ -385,25 +389,36 @@ impl StreamState {
         }
         if self.buf.is_empty() {
             // The common case: nothing held back, search the caller's bytes directly.
-            let keep = process(sc, input, 0, &mut self.regions, out, false);
+            let keep = self.process(sc, input, 0, out);
             reserve_wiping(&mut self.buf, input.len() - keep);
             self.buf.extend_from_slice(&input[keep..]);
         } else {
             let old_len = self.buf.len();
             reserve_wiping(&mut self.buf, input.len());
             self.buf.extend_from_slice(input);
-            let keep = process(sc, &self.buf, old_len, &mut self.regions, out, false);
+            let hay = std::mem::take(&mut self.buf);
+            let keep = self.process(sc, &hay, old_len, out);
+            self.buf = hay;
             self.buf.drain(..keep);
         }
     }
 
     fn flush(&mut self, sc: &Scrubber, out: &mut Vec<u8>) {
-        if !self.buf.is_empty() || !self.regions.is_empty() {
-            let len = self.buf.len();
-            process(sc, &self.buf, len, &mut self.regions, out, true);
-        }
+        let len = self.buf.len();
+        emit(sc, &self.buf, len, &mut self.regions, out, true);
         self.buf.zeroize();
         self.regions.clear();
+        self.sid = None;
+    }
+
+    /// Finds the occurrences that end in `hay[old_len..]` (the new bytes; the rest
+    /// is the held-back tail, already searched), writes out what is final, and
+    /// returns where the new held-back tail starts.
+    fn process(&mut self, sc: &Scrubber, hay: &[u8], old_len: usize, out: &mut Vec<u8>) -> usize {
+        let depth = with_automaton!(&sc.engine, aut => {
+            scan(aut, sc, hay, old_len, &mut self.sid, &mut self.regions)
+        }, empty => 0);
+        emit(sc, hay, hay.len() - depth, &mut self.regions, out, false)
     }
 }
 
@@ -419,30 +434,112 @@ fn reserve_wiping(buf: &mut Vec<u8>, additional: usize) {
     *buf = grown;
 }
 
-/// Finds the new occurrences in `hay` (those ending after `old_len`, the part seen
-/// before), writes out what is final, and returns where the held-back tail starts.
-/// With `eof`, everything is final.
-fn process(
+/// Below this many new bytes, walking them from the saved state beats a fresh
+/// prefilter-driven search (which also has to re-read the held-back tail).
+const SMALL_WRITE: usize = 64;
+
+/// Merges into `regions` every occurrence ending in `hay[old_len..]`, advances
+/// `sid`, and returns how many trailing bytes of `hay` could still begin a match.
+fn scan<A: Automaton>(
+    aut: &A,
     sc: &Scrubber,
     hay: &[u8],
     old_len: usize,
+    sid: &mut Option<StateID>,
+    regions: &mut Vec<Region>,
+) -> usize {
+    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
+    let new = &hay[old_len..];
+    let mut state;
+    if new.len() < SMALL_WRITE || new.len() < old_len {
+        state = sid.unwrap_or(start);
+        for (i, &b) in new.iter().enumerate() {
+            state = aut.next_state(Anchored::No, state, b);
+            if aut.is_match(state) {
+                let end = old_len + i + 1;
+                for k in 0..aut.match_len(state) {
+                    let pid = aut.match_pattern(state, k);
+                    add_occurrence(sc, regions, end - aut.pattern_len(pid), end, pid.as_usize());
+                }
+            }
+        }
+    } else {
+        let input = Input::new(hay);
+        let mut search = OverlappingState::start();
+        loop {
+            aut.try_find_overlapping(&input, &mut search)
+                .expect("an unanchored overlapping search with standard semantics cannot fail");
+            let Some(m) = search.get_match() else { break };
+            // Occurrences that end inside the old tail were merged last time.
+            if m.end() > old_len {
+                add_occurrence(sc, regions, m.start(), m.end(), m.pattern().as_usize());
+            }
+        }
+        // Only the last `window` bytes matter for the state: any pattern prefix
+        // that can still grow is at most that long (see `tail_hold`).
+        let (from, walk_from) = if new.len() >= sc.window {
+            (hay.len() - sc.window, start)
+        } else {
+            (old_len, sid.unwrap_or(start))
+        };
+        state = walk_from;
+        for &b in &hay[from..] {
+            state = aut.next_state(Anchored::No, state, b);
+        }
+    }
+    *sid = Some(state);
+    tail_hold(sc, state, hay.len())
+}
+
+/// How many trailing bytes to hold back when the automaton is in `state`: the depth
+/// of the state is the length of the longest suffix that is a pattern prefix. A
+/// prefix that can still grow is shorter than the longest pattern, so at most
+/// `window` bytes; a longer depth is a complete longest pattern, already a region.
+/// Every reachable state is in the map; holding the whole window back would be the
+/// safe answer if that were ever not so.
+fn tail_hold(sc: &Scrubber, state: StateID, hay_len: usize) -> usize {
+    let depth = sc
+        .depth
+        .get(&state.as_u32())
+        .map_or(sc.window, |&d| d as usize);
+    depth.min(sc.window).min(hay_len)
+}
+
+/// Merges the occurrence `start..end` of pattern `pid` into the runs. Occurrences
+/// come in order of their end, so a new one can only touch runs at the back.
+fn add_occurrence(sc: &Scrubber, regions: &mut Vec<Region>, start: usize, end: usize, pid: usize) {
+    let mut region = Region {
+        start,
+        end,
+        mask: sc.pattern_mask[pid],
+        lead_len: end - start,
+        emitted: false,
+    };
+    while let Some(last) = regions.last() {
+        if last.end < region.start {
+            break;
+        }
+        region = last.merge(region);
+        regions.pop();
+    }
+    regions.push(region);
+}
+
+/// Writes out `hay[..keep_from]`: raw bytes, and one mask per run that is final. A
+/// run is final when no later occurrence can start at or before its end, and later
+/// occurrences start inside the held-back tail. With `eof`, everything is final.
+/// Returns `keep_from` and leaves the remaining runs relative to it.
+fn emit(
+    sc: &Scrubber,
+    hay: &[u8],
+    keep_from: usize,
     regions: &mut Vec<Region>,
     out: &mut Vec<u8>,
     eof: bool,
 ) -> usize {
-    let depth = with_automaton!(&sc.engine, aut => {
-        if old_len < hay.len() {
-            find_occurrences(aut, sc, hay, old_len, regions);
-        }
-        if eof { 0 } else { tail_depth(aut, sc, hay) }
-    }, empty => 0);
-    let keep_from = hay.len() - depth;
-
     let mut cursor = 0;
     let mut finished = 0;
     for region in regions.iter_mut() {
-        // A run can still grow only if a later occurrence can start at or before its
-        // end, and later occurrences start inside the held-back tail.
         if eof || region.end < keep_from {
             out.extend_from_slice(&hay[cursor..region.start]);
             if !region.emitted {
@@ -474,56 +571,6 @@ fn process(
         region.end -= keep_from;
     }
     keep_from
-}
-
-fn find_occurrences<A: Automaton>(
-    aut: &A,
-    sc: &Scrubber,
-    hay: &[u8],
-    old_len: usize,
-    regions: &mut Vec<Region>,
-) {
-    let input = Input::new(hay);
-    let mut state = OverlappingState::start();
-    loop {
-        aut.try_find_overlapping(&input, &mut state)
-            .expect("an unanchored overlapping search with standard semantics cannot fail");
-        let Some(m) = state.get_match() else { break };
-        // Occurrences that end inside the old tail were merged last time.
-        if m.end() <= old_len {
-            continue;
-        }
-        // Occurrences come in order of their end, so a new one can only touch
-        // runs at the back of the list.
-        let mut region = Region {
-            start: m.start(),
-            end: m.end(),
-            mask: sc.pattern_mask[m.pattern().as_usize()],
-            lead_len: m.len(),
-            emitted: false,
-        };
-        while let Some(last) = regions.last() {
-            if last.end < region.start {
-                break;
-            }
-            region = last.merge(region);
-            regions.pop();
-        }
-        regions.push(region);
-    }
-}
-
-/// Length of the longest suffix of `hay` that is a proper prefix of some pattern, up
-/// to `window` bytes: the only bytes a later write could complete into a match.
-fn tail_depth<A: Automaton>(aut: &A, sc: &Scrubber, hay: &[u8]) -> usize {
-    let w = sc.window.min(hay.len());
-    let mut sid = aut.start_state(Anchored::No).expect("unanchored automaton");
-    for &b in &hay[hay.len() - w..] {
-        sid = aut.next_state(Anchored::No, sid, b);
-    }
-    // Every state reachable here is in the map; holding the whole window back is
-    // the safe answer if that were ever not so.
-    sc.depth.get(&sid.as_u32()).map_or(w, |&d| d as usize)
 }
 
 // ---------------------------------------------------------------------------------
