@@ -47,6 +47,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
@@ -126,7 +127,7 @@ pub struct Scrubber {
     too_short: Vec<String>,
     /// Automaton state -> length of the pattern prefix it stands for. This is what
     /// tells how many trailing bytes to hold back.
-    depth: HashMap<u32, u32>,
+    depth: DepthMap,
     /// Longest pattern - 1: the most bytes that can still begin a match.
     window: usize,
 }
@@ -187,7 +188,7 @@ impl Scrubber {
             build_engine(&forms)?
         };
         let depth =
-            with_automaton!(&engine, aut => depth_map(aut, &forms), empty => HashMap::new());
+            with_automaton!(&engine, aut => depth_map(aut, &forms), empty => DepthMap::default());
         Ok(Scrubber {
             engine,
             pattern_mask,
@@ -275,9 +276,9 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
 /// Walks every pattern from the start state and records how deep each state is.
 /// Walking a pattern's own prefix from the unanchored start always lands on the
 /// trie node of that prefix, and with standard semantics every state is one.
-fn depth_map<A: Automaton>(aut: &A, forms: &[(Zeroizing<Vec<u8>>, u32)]) -> HashMap<u32, u32> {
+fn depth_map<A: Automaton>(aut: &A, forms: &[(Zeroizing<Vec<u8>>, u32)]) -> DepthMap {
     let start = aut.start_state(Anchored::No).expect("unanchored automaton");
-    let mut depth = HashMap::new();
+    let mut depth = DepthMap::default();
     depth.insert(start.as_u32(), 0);
     for (pattern, _) in forms {
         let mut sid = start;
@@ -288,6 +289,38 @@ fn depth_map<A: Automaton>(aut: &A, forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Hash
         }
     }
     depth
+}
+
+/// State IDs are small integers chosen by the automaton, not by an attacker, and
+/// there is one entry per pattern byte: SipHash would only slow the build down.
+type DepthMap = HashMap<u32, u32, BuildHasherDefault<StateIdHasher>>;
+
+#[derive(Default)]
+struct StateIdHasher(u64);
+
+impl Hasher for StateIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; the rotation brings the well-mixed high bits down to
+        // where the table takes its bucket index (DFA state IDs are multiples of
+        // the stride, so their own low bits are all zero).
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
 }
 
 /// One stream being masked: an owned handle that can move to the thread pumping it.
