@@ -51,7 +51,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
-use aho_corasick::{Anchored, Input, MatchKind, StartKind, dfa, nfa};
+use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind, dfa, nfa};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::{Zeroize, Zeroizing};
@@ -120,6 +120,11 @@ macro_rules! with_automaton {
 /// give each output stream its own [`ScrubStream`].
 pub struct Scrubber {
     engine: Engine,
+    /// A leftmost searcher over the patterns' first bytes, for jumping over text
+    /// that cannot start an occurrence: `MatchKind::Standard` (needed for
+    /// overlapping search) gets no SIMD prefilter, leftmost kinds get Teddy. Only
+    /// built when that prefilter applies (few distinct prefixes).
+    finder: Option<AhoCorasick>,
     /// Pattern ID -> index into `masks`.
     pattern_mask: Vec<u32>,
     /// The mask text for each masked variable, `{name}` already substituted.
@@ -143,6 +148,7 @@ impl fmt::Debug for Scrubber {
         f.debug_struct("Scrubber")
             .field("engine", &engine)
             .field("patterns", &self.pattern_mask.len())
+            .field("memory_usage", &self.memory_usage())
             .field("masked_variables", &self.masks.len())
             .field("too_short", &self.too_short)
             .finish_non_exhaustive()
@@ -189,8 +195,10 @@ impl Scrubber {
         };
         let depth =
             with_automaton!(&engine, aut => depth_map(aut, &forms), empty => DepthMap::default());
+        let finder = build_finder(&forms);
         Ok(Scrubber {
             engine,
+            finder,
             pattern_mask,
             masks,
             too_short,
@@ -216,6 +224,13 @@ impl Scrubber {
         self.pattern_mask.len()
     }
 
+    /// Approximate heap bytes held by the compiled automata and tables.
+    pub fn memory_usage(&self) -> usize {
+        let engine = with_automaton!(&self.engine, aut => aut.memory_usage(), empty => 0);
+        let finder = self.finder.as_ref().map_or(0, AhoCorasick::memory_usage);
+        engine + finder + self.depth.capacity() * 9 + self.pattern_mask.len() * 4
+    }
+
     /// Starts masking one stream (one per stdout, stderr, pty, ...).
     pub fn stream(self: &Arc<Self>) -> ScrubStream {
         ScrubStream {
@@ -235,6 +250,9 @@ impl Scrubber {
     }
 }
 
+const DFA_MAX_PATTERN_BYTES: usize = 128 * 1024;
+const DFA_MAX_MEMORY: usize = 32 << 20;
+
 fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubError> {
     let err = |source| ScrubError::Build {
         patterns: forms.len(),
@@ -248,18 +266,28 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
         .prefilter(true)
         .build(forms.iter().map(|(p, _)| p.as_slice()))
         .map_err(err)?;
-    // A DFA's table is states x byte classes x 4 bytes, and there are about as many
-    // states as pattern bytes: beyond ~100 patterns (`AhoCorasick`'s own threshold)
-    // or a few dozen KiB of patterns (a PEM key with all its encodings) it costs
-    // far more memory and build time than it gains over the contiguous NFA.
+    // A DFA is about 1.5-2x faster than the contiguous NFA here, but its table is
+    // states x byte classes x 4 bytes, with about as many states as pattern bytes.
+    // Up to ~100 typical secrets that is a few MiB; beyond (or for a few large
+    // PEM keys with all their encodings) it is not worth the memory.
     let total_bytes: usize = forms.iter().map(|(p, _)| p.len()).sum();
-    if forms.len() <= 100
-        && total_bytes <= 32 * 1024
+    let mut seen = [false; 256];
+    forms
+        .iter()
+        .flat_map(|(p, _)| p.iter())
+        .for_each(|&b| seen[usize::from(b)] = true);
+    // An upper bound of the table, cheap enough to skip a doomed build: one class
+    // per distinct byte plus one for the rest, rounded up to the stride.
+    let classes = seen.iter().filter(|&&s| s).count() + 1;
+    let estimate = total_bytes * classes.next_power_of_two() * 4;
+    if total_bytes <= DFA_MAX_PATTERN_BYTES
+        && estimate <= 2 * DFA_MAX_MEMORY
         && let Ok(dfa) = dfa::Builder::new()
             .match_kind(MatchKind::Standard)
             .start_kind(StartKind::Unanchored)
             .prefilter(true)
             .build_from_noncontiguous(&nnfa)
+        && dfa.memory_usage() <= DFA_MAX_MEMORY
     {
         return Ok(Engine::Dfa(dfa));
     }
@@ -273,12 +301,36 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
     }
 }
 
+/// Every occurrence of a pattern starts with an occurrence of one of these keys, so
+/// the leftmost key occurrence is at or before the leftmost pattern occurrence.
+const FINDER_KEY_LEN: usize = 8;
+/// The most keys aho-corasick's packed (Teddy) prefilter takes.
+const FINDER_MAX_KEYS: usize = 64;
+
+fn build_finder(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Option<AhoCorasick> {
+    let mut keys: Vec<&[u8]> = forms
+        .iter()
+        .map(|(p, _)| &p[..p.len().min(FINDER_KEY_LEN)])
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() || keys.len() > FINDER_MAX_KEYS {
+        return None;
+    }
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .prefilter(true)
+        .build(keys)
+        .ok()
+}
+
 /// Walks every pattern from the start state and records how deep each state is.
 /// Walking a pattern's own prefix from the unanchored start always lands on the
 /// trie node of that prefix, and with standard semantics every state is one.
 fn depth_map<A: Automaton>(aut: &A, forms: &[(Zeroizing<Vec<u8>>, u32)]) -> DepthMap {
     let start = aut.start_state(Anchored::No).expect("unanchored automaton");
-    let mut depth = DepthMap::default();
+    let states: usize = forms.iter().map(|(p, _)| p.len()).sum::<usize>() + 1;
+    let mut depth = DepthMap::with_capacity_and_hasher(states, Default::default());
     depth.insert(start.as_u32(), 0);
     for (pattern, _) in forms {
         let mut sid = start;
@@ -497,16 +549,9 @@ fn scan<A: Automaton>(
             }
         }
     } else {
-        let input = Input::new(hay);
-        let mut search = OverlappingState::start();
-        loop {
-            aut.try_find_overlapping(&input, &mut search)
-                .expect("an unanchored overlapping search with standard semantics cannot fail");
-            let Some(m) = search.get_match() else { break };
-            // Occurrences that end inside the old tail were merged last time.
-            if m.end() > old_len {
-                add_occurrence(sc, regions, m.start(), m.end(), m.pattern().as_usize());
-            }
+        match &sc.finder {
+            Some(finder) => find_jumping(aut, finder, sc, hay, old_len, regions),
+            None => find_overlapping(aut, sc, hay, old_len, regions),
         }
         // Only the last `window` bytes matter for the state: any pattern prefix
         // that can still grow is at most that long (see `tail_hold`).
@@ -522,6 +567,61 @@ fn scan<A: Automaton>(
     }
     *sid = Some(state);
     tail_hold(sc, state, hay.len())
+}
+
+/// Finds the occurrences with the finder's prefilter: jump to where an occurrence
+/// could start, walk while one may be in progress, jump again once the automaton is
+/// back in its start state. Restarting from the start state at a jump target loses
+/// nothing, because no occurrence starts between the last position and the target.
+fn find_jumping<A: Automaton>(
+    aut: &A,
+    finder: &AhoCorasick,
+    sc: &Scrubber,
+    hay: &[u8],
+    old_len: usize,
+    regions: &mut Vec<Region>,
+) {
+    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
+    let mut state = start;
+    let mut pos = 0;
+    while pos < hay.len() {
+        if state == start {
+            match finder.find(Input::new(hay).range(pos..)) {
+                Some(m) => pos = m.start(),
+                None => return,
+            }
+        }
+        state = aut.next_state(Anchored::No, state, hay[pos]);
+        pos += 1;
+        // Occurrences that end inside the old tail were merged last time.
+        if pos > old_len && aut.is_match(state) {
+            for k in 0..aut.match_len(state) {
+                let pid = aut.match_pattern(state, k);
+                add_occurrence(sc, regions, pos - aut.pattern_len(pid), pos, pid.as_usize());
+            }
+        }
+    }
+}
+
+/// Finds the occurrences with aho-corasick's own overlapping search.
+fn find_overlapping<A: Automaton>(
+    aut: &A,
+    sc: &Scrubber,
+    hay: &[u8],
+    old_len: usize,
+    regions: &mut Vec<Region>,
+) {
+    let input = Input::new(hay);
+    let mut search = OverlappingState::start();
+    loop {
+        aut.try_find_overlapping(&input, &mut search)
+            .expect("an unanchored overlapping search with standard semantics cannot fail");
+        let Some(m) = search.get_match() else { break };
+        // Occurrences that end inside the old tail were merged last time.
+        if m.end() > old_len {
+            add_occurrence(sc, regions, m.start(), m.end(), m.pattern().as_usize());
+        }
+    }
 }
 
 /// How many trailing bytes to hold back when the automaton is in `state`: the depth
@@ -1211,8 +1311,14 @@ mod tests {
 
     #[test]
     fn many_secrets_use_an_nfa_and_still_mask() {
-        let values: Vec<(String, Vec<u8>)> = (0..200)
-            .map(|i| (format!("S{i}"), format!("value-{i:04}-xyz").into_bytes()))
+        // enough pattern bytes that a DFA would be too large
+        let values: Vec<(String, Vec<u8>)> = (0..400)
+            .map(|i| {
+                (
+                    format!("S{i}"),
+                    format!("value-{i:04}-xyz-{:0>48}", i * 7).into_bytes(),
+                )
+            })
             .collect();
         let sc = Scrubber::new(
             values.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
@@ -1220,8 +1326,12 @@ mod tests {
         )
         .unwrap();
         assert!(format!("{sc:?}").contains("contiguous-nfa"));
-        assert_eq!(sc.scrub_all(b"a value-0150-xyz b"), b"a <S150> b");
-        let hex = hex(b"value-0007-xyz", b"0123456789abcdef");
+        let v150 = format!("a value-0150-xyz-{:0>48} b", 150 * 7);
+        assert_eq!(sc.scrub_all(v150.as_bytes()), b"a <S150> b");
+        let hex = hex(
+            format!("value-0007-xyz-{:0>48}", 49).as_bytes(),
+            b"0123456789abcdef",
+        );
         let mut input = b"h=".to_vec();
         input.extend_from_slice(&hex);
         assert_eq!(sc.scrub_all(&input), b"h=<S7>");
