@@ -120,11 +120,12 @@ macro_rules! with_automaton {
 /// give each output stream its own [`ScrubStream`].
 pub struct Scrubber {
     engine: Engine,
-    /// A leftmost searcher over the patterns' first bytes, for jumping over text
+    /// Leftmost searchers over the patterns' first bytes, for jumping over text
     /// that cannot start an occurrence: `MatchKind::Standard` (needed for
-    /// overlapping search) gets no SIMD prefilter, leftmost kinds get Teddy. Only
-    /// built when that prefilter applies (few distinct prefixes).
-    finder: Option<AhoCorasick>,
+    /// overlapping search) gets no SIMD prefilter, leftmost kinds get Teddy, which
+    /// takes up to 64 patterns, hence several shards. Empty when there would be
+    /// too many shards to beat a plain automaton scan.
+    finders: Vec<AhoCorasick>,
     /// Pattern ID -> index into `masks`.
     pattern_mask: Vec<u32>,
     /// The mask text for each masked variable, `{name}` already substituted.
@@ -148,6 +149,7 @@ impl fmt::Debug for Scrubber {
         f.debug_struct("Scrubber")
             .field("engine", &engine)
             .field("patterns", &self.pattern_mask.len())
+            .field("finder_shards", &self.finders.len())
             .field("memory_usage", &self.memory_usage())
             .field("masked_variables", &self.masks.len())
             .field("too_short", &self.too_short)
@@ -195,10 +197,10 @@ impl Scrubber {
         };
         let depth =
             with_automaton!(&engine, aut => depth_map(aut, &forms), empty => DepthMap::default());
-        let finder = build_finder(&forms);
+        let finders = build_finders(&forms);
         Ok(Scrubber {
             engine,
-            finder,
+            finders,
             pattern_mask,
             masks,
             too_short,
@@ -227,7 +229,7 @@ impl Scrubber {
     /// Approximate heap bytes held by the compiled automata and tables.
     pub fn memory_usage(&self) -> usize {
         let engine = with_automaton!(&self.engine, aut => aut.memory_usage(), empty => 0);
-        let finder = self.finder.as_ref().map_or(0, AhoCorasick::memory_usage);
+        let finder: usize = self.finders.iter().map(AhoCorasick::memory_usage).sum();
         engine + finder + self.depth.capacity() * 9 + self.pattern_mask.len() * 4
     }
 
@@ -305,23 +307,31 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
 /// the leftmost key occurrence is at or before the leftmost pattern occurrence.
 const FINDER_KEY_LEN: usize = 8;
 /// The most keys aho-corasick's packed (Teddy) prefilter takes.
-const FINDER_MAX_KEYS: usize = 64;
+const FINDER_SHARD_KEYS: usize = 64;
+/// Each shard scans the whole input; past this many, a plain scan is faster.
+const FINDER_MAX_SHARDS: usize = 16;
 
-fn build_finder(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Option<AhoCorasick> {
+fn build_finders(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Vec<AhoCorasick> {
     let mut keys: Vec<&[u8]> = forms
         .iter()
         .map(|(p, _)| &p[..p.len().min(FINDER_KEY_LEN)])
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    if keys.is_empty() || keys.len() > FINDER_MAX_KEYS {
-        return None;
+    if keys.len() > FINDER_SHARD_KEYS * FINDER_MAX_SHARDS {
+        return Vec::new();
     }
-    AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostFirst)
-        .prefilter(true)
-        .build(keys)
-        .ok()
+    let finders: Option<Vec<AhoCorasick>> = keys
+        .chunks(FINDER_SHARD_KEYS)
+        .map(|shard| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .prefilter(true)
+                .build(shard)
+                .ok()
+        })
+        .collect();
+    finders.unwrap_or_default()
 }
 
 /// Walks every pattern from the start state and records how deep each state is.
@@ -549,9 +559,10 @@ fn scan<A: Automaton>(
             }
         }
     } else {
-        match &sc.finder {
-            Some(finder) => find_jumping(aut, finder, sc, hay, old_len, regions),
-            None => find_overlapping(aut, sc, hay, old_len, regions),
+        if sc.finders.is_empty() {
+            find_overlapping(aut, sc, hay, old_len, regions);
+        } else {
+            find_jumping(aut, sc, hay, old_len, regions);
         }
         // Only the last `window` bytes matter for the state: any pattern prefix
         // that can still grow is at most that long (see `tail_hold`).
@@ -569,27 +580,43 @@ fn scan<A: Automaton>(
     tail_hold(sc, state, hay.len())
 }
 
-/// Finds the occurrences with the finder's prefilter: jump to where an occurrence
+/// Finds the occurrences with the finders' prefilters: jump to where an occurrence
 /// could start, walk while one may be in progress, jump again once the automaton is
 /// back in its start state. Restarting from the start state at a jump target loses
 /// nothing, because no occurrence starts between the last position and the target.
 fn find_jumping<A: Automaton>(
     aut: &A,
-    finder: &AhoCorasick,
     sc: &Scrubber,
     hay: &[u8],
     old_len: usize,
     regions: &mut Vec<Region>,
 ) {
+    // Each shard's leftmost candidate at or after where it was last asked; asked
+    // again only once the walk has passed it, so each shard reads `hay` once.
+    let mut next: [Option<usize>; FINDER_MAX_SHARDS] = [None; FINDER_MAX_SHARDS];
     let start = aut.start_state(Anchored::No).expect("unanchored automaton");
     let mut state = start;
     let mut pos = 0;
     while pos < hay.len() {
         if state == start {
-            match finder.find(Input::new(hay).range(pos..)) {
-                Some(m) => pos = m.start(),
-                None => return,
+            let mut jump = usize::MAX;
+            for (finder, next) in sc.finders.iter().zip(next.iter_mut()) {
+                let candidate = match *next {
+                    Some(at) if at >= pos => at,
+                    _ => {
+                        let at = finder
+                            .find(Input::new(hay).range(pos..))
+                            .map_or(usize::MAX, |m| m.start());
+                        *next = Some(at);
+                        at
+                    }
+                };
+                jump = jump.min(candidate);
             }
+            if jump == usize::MAX {
+                return;
+            }
+            pos = jump;
         }
         state = aut.next_state(Anchored::No, state, hay[pos]);
         pos += 1;
@@ -1335,5 +1362,53 @@ mod tests {
         let mut input = b"h=".to_vec();
         input.extend_from_slice(&hex);
         assert_eq!(sc.scrub_all(&input), b"h=<S7>");
+    }
+
+    /// Three ways to find occurrences (walking small writes from the saved state,
+    /// jumping with the sharded finders, aho-corasick's overlapping search when
+    /// there are too many keys for the finders) must agree.
+    #[test]
+    fn search_paths_agree() {
+        let mut seed = 0x2545_f491_u64;
+        let mut rand = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        };
+        let values: Vec<(String, Vec<u8>)> = (0..150)
+            .map(|i| {
+                let v: String = (0..12)
+                    .map(|_| char::from(b'!' + (rand() % 90) as u8))
+                    .collect();
+                (format!("S{i}"), v.into_bytes())
+            })
+            .collect();
+        let few = Arc::new(
+            Scrubber::new(values[..20].iter().map(|(n, v)| (n, v)), &opts("<{name}>")).unwrap(),
+        );
+        let many =
+            Arc::new(Scrubber::new(values.iter().map(|(n, v)| (n, v)), &opts("<{name}>")).unwrap());
+        assert!(few.finders.len() > 1, "{few:?}");
+        assert!(many.finders.is_empty(), "{many:?}");
+        let mut input = Vec::new();
+        for i in 0..400 {
+            let (_, v) = &values[rand() as usize % 20];
+            input.extend_from_slice(format!("line {i} ").as_bytes());
+            match rand() % 4 {
+                0 => input.extend_from_slice(v),
+                1 => input.extend_from_slice(STANDARD.encode(v).as_bytes()),
+                2 => input.extend_from_slice(&hex(v, b"0123456789ABCDEF")),
+                _ => input.extend_from_slice(&v[..v.len() / 2]),
+            }
+            input.push(if rand() % 2 == 0 { b'\n' } else { b' ' });
+        }
+        let expected = few.scrub_all(&input);
+        assert_eq!(many.scrub_all(&input), expected);
+        assert!(expected.windows(3).filter(|w| w == b"<S1").count() > 10);
+        for sc in [&few, &many] {
+            for size in [1, 5, 63, 64, 65, 200, 4096] {
+                let pieces: Vec<&[u8]> = input.chunks(size).collect();
+                assert_eq!(stream_in_pieces(sc, &pieces), expected, "size {size}");
+            }
+        }
     }
 }
