@@ -24,26 +24,41 @@
 //!
 //! A write's tail that could still be the beginning of a pattern is held back, and
 //! only that: the longest suffix that is a prefix of some pattern, so at most
-//! `longest pattern - 1` bytes. The bytes of a masked run that is still growing are
-//! not held: its mask is written as soon as the run starts, and the rest is dropped.
+//! `longest pattern - 1` bytes ([`ScrubStream::pending`]). A run of masked bytes
+//! is written (as its mask) once nothing can extend it; a run that reaches the end
+//! of a write may still be extended by a touching occurrence, so its mask is written
+//! at the next byte that rules that out, or at the next flush. A run that grows for
+//! a long time does not pile up: its mask is written as soon as its start falls
+//! before the held-back tail, and the covered bytes are dropped.
 //!
 //! # Idle flushes split secrets
 //!
-//! [`ScrubStream::flush`] writes out the held-back bytes (they are not a complete
-//! match, or they would be masked) and forgets them. If the child then writes the
-//! rest of that secret, neither half is a complete occurrence and the bytes that were
-//! flushed have already gone out: a flush is a hard boundary, and masking after it
-//! is exactly as if the stream had started anew. That is inherent to flushing
-//! before the data is complete; the supervisor only flushes after the child has been
-//! silent for a while (about 50 ms) and at EOF, so a secret would have to be written
-//! with a pause in the middle of it to be split.
+//! [`ScrubStream::flush`] writes out the held-back bytes (masking the complete
+//! occurrences among them) and forgets them. If the child then writes the rest of a
+//! secret that was cut by the flush, neither half is a complete occurrence, and the
+//! first half has already gone out: a flush is a hard boundary, and masking after it
+//! is exactly as if the stream had started anew (a run touching the boundary also
+//! gets two masks). That is inherent to flushing before the data is complete; the
+//! supervisor only flushes after the child has been silent for a while (about
+//! 50 ms) and at EOF, so a secret would have to be written with a pause in the
+//! middle of it to be split.
+//!
+//! # Speed
+//!
+//! Standard (overlapping) semantics get no SIMD prefilter from aho-corasick, so when
+//! the patterns have at most 1,024 distinct 8-byte prefixes, leftmost searchers over
+//! those prefixes (Teddy, in shards of 64) find where an occurrence could start and
+//! the automaton only walks from there until it is back in its start state. Small
+//! pattern sets are compiled to a DFA (up to 32 MiB), larger ones to a contiguous
+//! NFA. Writes under 64 bytes are walked from the state the last write ended in.
+//! `benches/scrub.rs` measures it.
 //!
 //! # Memory
 //!
-//! The automaton owns copies of the pattern bytes for as long as the [`Scrubber`]
-//! lives; there is no way around that. Every intermediate copy made here (encoded
-//! forms, held-back bytes) is wiped when it is dropped, and `Debug` never shows a
-//! pattern.
+//! The automata own copies of the pattern bytes (the finders, their first 8 bytes)
+//! for as long as the [`Scrubber`] lives; there is no way around that. Every
+//! intermediate copy made here (encoded forms, held-back bytes) is wiped when it is
+//! dropped, and `Debug` never shows a pattern.
 
 use std::collections::HashMap;
 use std::fmt;
