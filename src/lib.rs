@@ -12,6 +12,7 @@ pub mod launch;
 pub mod manifest;
 pub mod reference;
 pub mod resolve;
+pub mod scrub;
 pub mod secret;
 pub mod store;
 pub mod ui;
