@@ -47,6 +47,9 @@ pub enum Error {
     #[error("cannot run `{command}`: {source}")]
     CannotRun { command: String, source: io::Error },
 
+    #[error("{0}")]
+    Scrub(#[from] crate::scrub::ScrubError),
+
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }
@@ -101,6 +104,9 @@ impl Error {
             Error::Backend(e) => return e.hint.clone(),
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
+            Error::Scrub(_) => {
+                "fewer or shorter secrets would fit; --no-mask runs the command without masking".into()
+            }
             Error::Io { .. } => return None,
         })
     }
