@@ -8,7 +8,7 @@ fn harness_runs_the_binary() {
     Test::new()
         .secret("T", "v4lue")
         .manifest("environment:\n  T: secret:T\n")
-        .run(&["--", "sh", "-c", "printf %s \"$T\""])
+        .run(&["--", "sh", "-c", "test \"$T\" = v4lue && echo ok"])
         .status(0)
-        .stdout("v4lue");
+        .stdout("ok\n");
 }
