@@ -24,33 +24,49 @@
 //!
 //! A write's tail that could still be the beginning of a pattern is held back, and
 //! only that: the longest suffix that is a prefix of some pattern, so at most
-//! `longest pattern - 1` bytes. The bytes of a masked run that is still growing are
-//! not held: its mask is written as soon as the run starts, and the rest is dropped.
+//! `longest pattern - 1` bytes ([`ScrubStream::pending`]). A run of masked bytes
+//! is written (as its mask) once nothing can extend it; a run that reaches the end
+//! of a write may still be extended by a touching occurrence, so its mask is written
+//! at the next byte that rules that out, or at the next flush. A run that grows for
+//! a long time does not pile up: its mask is written as soon as its start falls
+//! before the held-back tail, and the covered bytes are dropped.
 //!
 //! # Idle flushes split secrets
 //!
-//! [`ScrubStream::flush`] writes out the held-back bytes (they are not a complete
-//! match, or they would be masked) and forgets them. If the child then writes the
-//! rest of that secret, neither half is a complete occurrence and the bytes that were
-//! flushed have already gone out: a flush is a hard boundary, and masking after it
-//! is exactly as if the stream had started anew. That is inherent to flushing
-//! before the data is complete; the supervisor only flushes after the child has been
-//! silent for a while (about 50 ms) and at EOF, so a secret would have to be written
-//! with a pause in the middle of it to be split.
+//! [`ScrubStream::flush`] writes out the held-back bytes (masking the complete
+//! occurrences among them) and forgets them. If the child then writes the rest of a
+//! secret that was cut by the flush, neither half is a complete occurrence, and the
+//! first half has already gone out: a flush is a hard boundary, and masking after it
+//! is exactly as if the stream had started anew (a run touching the boundary also
+//! gets two masks). That is inherent to flushing before the data is complete; the
+//! supervisor only flushes after the child has been silent for a while (about
+//! 50 ms) and at EOF, so a secret would have to be written with a pause in the
+//! middle of it to be split.
+//!
+//! # Speed
+//!
+//! Standard (overlapping) semantics get no SIMD prefilter from aho-corasick, so when
+//! the patterns have at most 1,024 distinct 8-byte prefixes, leftmost searchers over
+//! those prefixes (Teddy, in shards of 64) find where an occurrence could start and
+//! the automaton only walks from there until it is back in its start state. Small
+//! pattern sets are compiled to a DFA (up to 32 MiB), larger ones to a contiguous
+//! NFA. Writes under 64 bytes are walked from the state the last write ended in.
+//! `benches/scrub.rs` measures it.
 //!
 //! # Memory
 //!
-//! The automaton owns copies of the pattern bytes for as long as the [`Scrubber`]
-//! lives; there is no way around that. Every intermediate copy made here (encoded
-//! forms, held-back bytes) is wiped when it is dropped, and `Debug` never shows a
-//! pattern.
+//! The automata own copies of the pattern bytes (the finders, their first 8 bytes)
+//! for as long as the [`Scrubber`] lives; there is no way around that. Every
+//! intermediate copy made here (encoded forms, held-back bytes) is wiped when it is
+//! dropped, and `Debug` never shows a pattern.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use aho_corasick::automaton::{Automaton, OverlappingState};
-use aho_corasick::{Anchored, Input, MatchKind, StartKind, dfa, nfa};
+use aho_corasick::automaton::{Automaton, OverlappingState, StateID};
+use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind, dfa, nfa};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::{Zeroize, Zeroizing};
@@ -119,14 +135,20 @@ macro_rules! with_automaton {
 /// give each output stream its own [`ScrubStream`].
 pub struct Scrubber {
     engine: Engine,
+    /// Leftmost searchers over the patterns' first bytes, for jumping over text
+    /// that cannot start an occurrence: `MatchKind::Standard` (needed for
+    /// overlapping search) gets no SIMD prefilter, leftmost kinds get Teddy, which
+    /// takes up to 64 patterns, hence several shards. Empty when there would be
+    /// too many shards to beat a plain automaton scan.
+    finders: Vec<AhoCorasick>,
     /// Pattern ID -> index into `masks`.
     pattern_mask: Vec<u32>,
     /// The mask text for each masked variable, `{name}` already substituted.
     masks: Vec<Box<[u8]>>,
     too_short: Vec<String>,
-    /// Automaton state -> length of the pattern prefix it stands for, for states up
-    /// to `window` deep. This is what tells how many trailing bytes to hold back.
-    depth: HashMap<u32, u32>,
+    /// Automaton state -> length of the pattern prefix it stands for. This is what
+    /// tells how many trailing bytes to hold back.
+    depth: DepthMap,
     /// Longest pattern - 1: the most bytes that can still begin a match.
     window: usize,
 }
@@ -142,6 +164,8 @@ impl fmt::Debug for Scrubber {
         f.debug_struct("Scrubber")
             .field("engine", &engine)
             .field("patterns", &self.pattern_mask.len())
+            .field("finder_shards", &self.finders.len())
+            .field("memory_usage", &self.memory_usage())
             .field("masked_variables", &self.masks.len())
             .field("too_short", &self.too_short)
             .finish_non_exhaustive()
@@ -186,9 +210,12 @@ impl Scrubber {
         } else {
             build_engine(&forms)?
         };
-        let depth = with_automaton!(&engine, aut => depth_map(aut, &forms, window), empty => HashMap::new());
+        let depth =
+            with_automaton!(&engine, aut => depth_map(aut, &forms), empty => DepthMap::default());
+        let finders = build_finders(&forms);
         Ok(Scrubber {
             engine,
+            finders,
             pattern_mask,
             masks,
             too_short,
@@ -214,6 +241,13 @@ impl Scrubber {
         self.pattern_mask.len()
     }
 
+    /// Approximate heap bytes held by the compiled automata and tables.
+    pub fn memory_usage(&self) -> usize {
+        let engine = with_automaton!(&self.engine, aut => aut.memory_usage(), empty => 0);
+        let finder: usize = self.finders.iter().map(AhoCorasick::memory_usage).sum();
+        engine + finder + self.depth.capacity() * 9 + self.pattern_mask.len() * 4
+    }
+
     /// Starts masking one stream (one per stdout, stderr, pty, ...).
     pub fn stream(self: &Arc<Self>) -> ScrubStream {
         ScrubStream {
@@ -233,6 +267,9 @@ impl Scrubber {
     }
 }
 
+const DFA_MAX_PATTERN_BYTES: usize = 128 * 1024;
+const DFA_MAX_MEMORY: usize = 32 << 20;
+
 fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubError> {
     let err = |source| ScrubError::Build {
         patterns: forms.len(),
@@ -246,14 +283,28 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
         .prefilter(true)
         .build(forms.iter().map(|(p, _)| p.as_slice()))
         .map_err(err)?;
-    // The threshold `AhoCorasick` itself uses: beyond ~100 patterns a DFA's memory
-    // grows faster than it pays back.
-    if forms.len() <= 100
+    // A DFA is about 1.5-2x faster than the contiguous NFA here, but its table is
+    // states x byte classes x 4 bytes, with about as many states as pattern bytes.
+    // Up to ~100 typical secrets that is a few MiB; beyond (or for a few large
+    // PEM keys with all their encodings) it is not worth the memory.
+    let total_bytes: usize = forms.iter().map(|(p, _)| p.len()).sum();
+    let mut seen = [false; 256];
+    forms
+        .iter()
+        .flat_map(|(p, _)| p.iter())
+        .for_each(|&b| seen[usize::from(b)] = true);
+    // An upper bound of the table, cheap enough to skip a doomed build: one class
+    // per distinct byte plus one for the rest, rounded up to the stride.
+    let classes = seen.iter().filter(|&&s| s).count() + 1;
+    let estimate = total_bytes * classes.next_power_of_two() * 4;
+    if total_bytes <= DFA_MAX_PATTERN_BYTES
+        && estimate <= 2 * DFA_MAX_MEMORY
         && let Ok(dfa) = dfa::Builder::new()
             .match_kind(MatchKind::Standard)
             .start_kind(StartKind::Unanchored)
             .prefilter(true)
             .build_from_noncontiguous(&nnfa)
+        && dfa.memory_usage() <= DFA_MAX_MEMORY
     {
         return Ok(Engine::Dfa(dfa));
     }
@@ -267,26 +318,86 @@ fn build_engine(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Result<Engine, ScrubErro
     }
 }
 
+/// Every occurrence of a pattern starts with an occurrence of one of these keys, so
+/// the leftmost key occurrence is at or before the leftmost pattern occurrence.
+const FINDER_KEY_LEN: usize = 8;
+/// The most keys aho-corasick's packed (Teddy) prefilter takes.
+const FINDER_SHARD_KEYS: usize = 64;
+/// Each shard scans the whole input; past this many, a plain scan is faster.
+const FINDER_MAX_SHARDS: usize = 16;
+
+fn build_finders(forms: &[(Zeroizing<Vec<u8>>, u32)]) -> Vec<AhoCorasick> {
+    let mut keys: Vec<&[u8]> = forms
+        .iter()
+        .map(|(p, _)| &p[..p.len().min(FINDER_KEY_LEN)])
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.len() > FINDER_SHARD_KEYS * FINDER_MAX_SHARDS {
+        return Vec::new();
+    }
+    let finders: Option<Vec<AhoCorasick>> = keys
+        .chunks(FINDER_SHARD_KEYS)
+        .map(|shard| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .prefilter(true)
+                .build(shard)
+                .ok()
+        })
+        .collect();
+    finders.unwrap_or_default()
+}
+
 /// Walks every pattern from the start state and records how deep each state is.
 /// Walking a pattern's own prefix from the unanchored start always lands on the
-/// trie node of that prefix, so this reaches every state a `window`-byte walk can.
-fn depth_map<A: Automaton>(
-    aut: &A,
-    forms: &[(Zeroizing<Vec<u8>>, u32)],
-    window: usize,
-) -> HashMap<u32, u32> {
+/// trie node of that prefix, and with standard semantics every state is one.
+fn depth_map<A: Automaton>(aut: &A, forms: &[(Zeroizing<Vec<u8>>, u32)]) -> DepthMap {
     let start = aut.start_state(Anchored::No).expect("unanchored automaton");
-    let mut depth = HashMap::new();
+    let states: usize = forms.iter().map(|(p, _)| p.len()).sum::<usize>() + 1;
+    let mut depth = DepthMap::with_capacity_and_hasher(states, Default::default());
     depth.insert(start.as_u32(), 0);
     for (pattern, _) in forms {
         let mut sid = start;
-        for (i, &b) in pattern.iter().take(window).enumerate() {
+        for (i, &b) in pattern.iter().enumerate() {
             sid = aut.next_state(Anchored::No, sid, b);
             // A pattern is shorter than 2^32 bytes, the automaton could not hold it.
             depth.insert(sid.as_u32(), (i + 1) as u32);
         }
     }
     depth
+}
+
+/// State IDs are small integers chosen by the automaton, not by an attacker, and
+/// there is one entry per pattern byte: SipHash would only slow the build down.
+type DepthMap = HashMap<u32, u32, BuildHasherDefault<StateIdHasher>>;
+
+#[derive(Default)]
+struct StateIdHasher(u64);
+
+impl Hasher for StateIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; the rotation brings the well-mixed high bits down to
+        // where the table takes its bucket index (DFA state IDs are multiples of
+        // the stride, so their own low bits are all zero).
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
 }
 
 /// One stream being masked: an owned handle that can move to the thread pumping it.
@@ -366,6 +477,9 @@ struct StreamState {
     buf: Vec<u8>,
     /// Sorted, disjoint, not touching.
     regions: Vec<Region>,
+    /// The automaton's state after everything written since the last flush, so a
+    /// small write costs only its own bytes; `None` is the start state.
+    sid: Option<StateID>,
 }
 
 impl Drop for StreamState {
@@ -385,25 +499,36 @@ impl StreamState {
         }
         if self.buf.is_empty() {
             // The common case: nothing held back, search the caller's bytes directly.
-            let keep = process(sc, input, 0, &mut self.regions, out, false);
+            let keep = self.process(sc, input, 0, out);
             reserve_wiping(&mut self.buf, input.len() - keep);
             self.buf.extend_from_slice(&input[keep..]);
         } else {
             let old_len = self.buf.len();
             reserve_wiping(&mut self.buf, input.len());
             self.buf.extend_from_slice(input);
-            let keep = process(sc, &self.buf, old_len, &mut self.regions, out, false);
+            let hay = std::mem::take(&mut self.buf);
+            let keep = self.process(sc, &hay, old_len, out);
+            self.buf = hay;
             self.buf.drain(..keep);
         }
     }
 
     fn flush(&mut self, sc: &Scrubber, out: &mut Vec<u8>) {
-        if !self.buf.is_empty() || !self.regions.is_empty() {
-            let len = self.buf.len();
-            process(sc, &self.buf, len, &mut self.regions, out, true);
-        }
+        let len = self.buf.len();
+        emit(sc, &self.buf, len, &mut self.regions, out, true);
         self.buf.zeroize();
         self.regions.clear();
+        self.sid = None;
+    }
+
+    /// Finds the occurrences that end in `hay[old_len..]` (the new bytes; the rest
+    /// is the held-back tail, already searched), writes out what is final, and
+    /// returns where the new held-back tail starts.
+    fn process(&mut self, sc: &Scrubber, hay: &[u8], old_len: usize, out: &mut Vec<u8>) -> usize {
+        let depth = with_automaton!(&sc.engine, aut => {
+            scan(aut, sc, hay, old_len, &mut self.sid, &mut self.regions)
+        }, empty => 0);
+        emit(sc, hay, hay.len() - depth, &mut self.regions, out, false)
     }
 }
 
@@ -419,30 +544,177 @@ fn reserve_wiping(buf: &mut Vec<u8>, additional: usize) {
     *buf = grown;
 }
 
-/// Finds the new occurrences in `hay` (those ending after `old_len`, the part seen
-/// before), writes out what is final, and returns where the held-back tail starts.
-/// With `eof`, everything is final.
-fn process(
+/// Below this many new bytes, walking them from the saved state beats a fresh
+/// prefilter-driven search (which also has to re-read the held-back tail).
+const SMALL_WRITE: usize = 64;
+
+/// Merges into `regions` every occurrence ending in `hay[old_len..]`, advances
+/// `sid`, and returns how many trailing bytes of `hay` could still begin a match.
+fn scan<A: Automaton>(
+    aut: &A,
+    sc: &Scrubber,
+    hay: &[u8],
+    old_len: usize,
+    sid: &mut Option<StateID>,
+    regions: &mut Vec<Region>,
+) -> usize {
+    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
+    let new = &hay[old_len..];
+    let mut state;
+    if new.len() < SMALL_WRITE || new.len() < old_len {
+        state = sid.unwrap_or(start);
+        for (i, &b) in new.iter().enumerate() {
+            state = aut.next_state(Anchored::No, state, b);
+            if aut.is_match(state) {
+                let end = old_len + i + 1;
+                for k in 0..aut.match_len(state) {
+                    let pid = aut.match_pattern(state, k);
+                    add_occurrence(sc, regions, end - aut.pattern_len(pid), end, pid.as_usize());
+                }
+            }
+        }
+    } else {
+        if sc.finders.is_empty() {
+            find_overlapping(aut, sc, hay, old_len, regions);
+        } else {
+            find_jumping(aut, sc, hay, old_len, regions);
+        }
+        // Only the last `window` bytes matter for the state: any pattern prefix
+        // that can still grow is at most that long (see `tail_hold`).
+        let (from, walk_from) = if new.len() >= sc.window {
+            (hay.len() - sc.window, start)
+        } else {
+            (old_len, sid.unwrap_or(start))
+        };
+        state = walk_from;
+        for &b in &hay[from..] {
+            state = aut.next_state(Anchored::No, state, b);
+        }
+    }
+    *sid = Some(state);
+    tail_hold(sc, state, hay.len())
+}
+
+/// Finds the occurrences with the finders' prefilters: jump to where an occurrence
+/// could start, walk while one may be in progress, jump again once the automaton is
+/// back in its start state. Restarting from the start state at a jump target loses
+/// nothing, because no occurrence starts between the last position and the target.
+fn find_jumping<A: Automaton>(
+    aut: &A,
     sc: &Scrubber,
     hay: &[u8],
     old_len: usize,
     regions: &mut Vec<Region>,
+) {
+    // Each shard's leftmost candidate at or after where it was last asked; asked
+    // again only once the walk has passed it, so each shard reads `hay` once.
+    let mut next: [Option<usize>; FINDER_MAX_SHARDS] = [None; FINDER_MAX_SHARDS];
+    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
+    let mut state = start;
+    let mut pos = 0;
+    while pos < hay.len() {
+        if state == start {
+            let mut jump = usize::MAX;
+            for (finder, next) in sc.finders.iter().zip(next.iter_mut()) {
+                let candidate = match *next {
+                    Some(at) if at >= pos => at,
+                    _ => {
+                        let at = finder
+                            .find(Input::new(hay).range(pos..))
+                            .map_or(usize::MAX, |m| m.start());
+                        *next = Some(at);
+                        at
+                    }
+                };
+                jump = jump.min(candidate);
+            }
+            if jump == usize::MAX {
+                return;
+            }
+            pos = jump;
+        }
+        state = aut.next_state(Anchored::No, state, hay[pos]);
+        pos += 1;
+        // Occurrences that end inside the old tail were merged last time.
+        if pos > old_len && aut.is_match(state) {
+            for k in 0..aut.match_len(state) {
+                let pid = aut.match_pattern(state, k);
+                add_occurrence(sc, regions, pos - aut.pattern_len(pid), pos, pid.as_usize());
+            }
+        }
+    }
+}
+
+/// Finds the occurrences with aho-corasick's own overlapping search.
+fn find_overlapping<A: Automaton>(
+    aut: &A,
+    sc: &Scrubber,
+    hay: &[u8],
+    old_len: usize,
+    regions: &mut Vec<Region>,
+) {
+    let input = Input::new(hay);
+    let mut search = OverlappingState::start();
+    loop {
+        aut.try_find_overlapping(&input, &mut search)
+            .expect("an unanchored overlapping search with standard semantics cannot fail");
+        let Some(m) = search.get_match() else { break };
+        // Occurrences that end inside the old tail were merged last time.
+        if m.end() > old_len {
+            add_occurrence(sc, regions, m.start(), m.end(), m.pattern().as_usize());
+        }
+    }
+}
+
+/// How many trailing bytes to hold back when the automaton is in `state`: the depth
+/// of the state is the length of the longest suffix that is a pattern prefix. A
+/// prefix that can still grow is shorter than the longest pattern, so at most
+/// `window` bytes; a longer depth is a complete longest pattern, already a region.
+/// Every reachable state is in the map; holding the whole window back would be the
+/// safe answer if that were ever not so.
+fn tail_hold(sc: &Scrubber, state: StateID, hay_len: usize) -> usize {
+    let depth = sc
+        .depth
+        .get(&state.as_u32())
+        .map_or(sc.window, |&d| d as usize);
+    depth.min(sc.window).min(hay_len)
+}
+
+/// Merges the occurrence `start..end` of pattern `pid` into the runs. Occurrences
+/// come in order of their end, so a new one can only touch runs at the back.
+fn add_occurrence(sc: &Scrubber, regions: &mut Vec<Region>, start: usize, end: usize, pid: usize) {
+    let mut region = Region {
+        start,
+        end,
+        mask: sc.pattern_mask[pid],
+        lead_len: end - start,
+        emitted: false,
+    };
+    while let Some(last) = regions.last() {
+        if last.end < region.start {
+            break;
+        }
+        region = last.merge(region);
+        regions.pop();
+    }
+    regions.push(region);
+}
+
+/// Writes out `hay[..keep_from]`: raw bytes, and one mask per run that is final. A
+/// run is final when no later occurrence can start at or before its end, and later
+/// occurrences start inside the held-back tail. With `eof`, everything is final.
+/// Returns `keep_from` and leaves the remaining runs relative to it.
+fn emit(
+    sc: &Scrubber,
+    hay: &[u8],
+    keep_from: usize,
+    regions: &mut Vec<Region>,
     out: &mut Vec<u8>,
     eof: bool,
 ) -> usize {
-    let depth = with_automaton!(&sc.engine, aut => {
-        if old_len < hay.len() {
-            find_occurrences(aut, sc, hay, old_len, regions);
-        }
-        if eof { 0 } else { tail_depth(aut, sc, hay) }
-    }, empty => 0);
-    let keep_from = hay.len() - depth;
-
     let mut cursor = 0;
     let mut finished = 0;
     for region in regions.iter_mut() {
-        // A run can still grow only if a later occurrence can start at or before its
-        // end, and later occurrences start inside the held-back tail.
         if eof || region.end < keep_from {
             out.extend_from_slice(&hay[cursor..region.start]);
             if !region.emitted {
@@ -474,56 +746,6 @@ fn process(
         region.end -= keep_from;
     }
     keep_from
-}
-
-fn find_occurrences<A: Automaton>(
-    aut: &A,
-    sc: &Scrubber,
-    hay: &[u8],
-    old_len: usize,
-    regions: &mut Vec<Region>,
-) {
-    let input = Input::new(hay);
-    let mut state = OverlappingState::start();
-    loop {
-        aut.try_find_overlapping(&input, &mut state)
-            .expect("an unanchored overlapping search with standard semantics cannot fail");
-        let Some(m) = state.get_match() else { break };
-        // Occurrences that end inside the old tail were merged last time.
-        if m.end() <= old_len {
-            continue;
-        }
-        // Occurrences come in order of their end, so a new one can only touch
-        // runs at the back of the list.
-        let mut region = Region {
-            start: m.start(),
-            end: m.end(),
-            mask: sc.pattern_mask[m.pattern().as_usize()],
-            lead_len: m.len(),
-            emitted: false,
-        };
-        while let Some(last) = regions.last() {
-            if last.end < region.start {
-                break;
-            }
-            region = last.merge(region);
-            regions.pop();
-        }
-        regions.push(region);
-    }
-}
-
-/// Length of the longest suffix of `hay` that is a proper prefix of some pattern, up
-/// to `window` bytes: the only bytes a later write could complete into a match.
-fn tail_depth<A: Automaton>(aut: &A, sc: &Scrubber, hay: &[u8]) -> usize {
-    let w = sc.window.min(hay.len());
-    let mut sid = aut.start_state(Anchored::No).expect("unanchored automaton");
-    for &b in &hay[hay.len() - w..] {
-        sid = aut.next_state(Anchored::No, sid, b);
-    }
-    // Every state reachable here is in the map; holding the whole window back is
-    // the safe answer if that were ever not so.
-    sc.depth.get(&sid.as_u32()).map_or(w, |&d| d as usize)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1131,8 +1353,14 @@ mod tests {
 
     #[test]
     fn many_secrets_use_an_nfa_and_still_mask() {
-        let values: Vec<(String, Vec<u8>)> = (0..200)
-            .map(|i| (format!("S{i}"), format!("value-{i:04}-xyz").into_bytes()))
+        // enough pattern bytes that a DFA would be too large
+        let values: Vec<(String, Vec<u8>)> = (0..400)
+            .map(|i| {
+                (
+                    format!("S{i}"),
+                    format!("value-{i:04}-xyz-{:0>48}", i * 7).into_bytes(),
+                )
+            })
             .collect();
         let sc = Scrubber::new(
             values.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
@@ -1140,10 +1368,62 @@ mod tests {
         )
         .unwrap();
         assert!(format!("{sc:?}").contains("contiguous-nfa"));
-        assert_eq!(sc.scrub_all(b"a value-0150-xyz b"), b"a <S150> b");
-        let hex = hex(b"value-0007-xyz", b"0123456789abcdef");
+        let v150 = format!("a value-0150-xyz-{:0>48} b", 150 * 7);
+        assert_eq!(sc.scrub_all(v150.as_bytes()), b"a <S150> b");
+        let hex = hex(
+            format!("value-0007-xyz-{:0>48}", 49).as_bytes(),
+            b"0123456789abcdef",
+        );
         let mut input = b"h=".to_vec();
         input.extend_from_slice(&hex);
         assert_eq!(sc.scrub_all(&input), b"h=<S7>");
+    }
+
+    /// Three ways to find occurrences (walking small writes from the saved state,
+    /// jumping with the sharded finders, aho-corasick's overlapping search when
+    /// there are too many keys for the finders) must agree.
+    #[test]
+    fn search_paths_agree() {
+        let mut seed = 0x2545_f491_u64;
+        let mut rand = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        };
+        let values: Vec<(String, Vec<u8>)> = (0..150)
+            .map(|i| {
+                let v: String = (0..12)
+                    .map(|_| char::from(b'!' + (rand() % 90) as u8))
+                    .collect();
+                (format!("S{i}"), v.into_bytes())
+            })
+            .collect();
+        let few = Arc::new(
+            Scrubber::new(values[..20].iter().map(|(n, v)| (n, v)), &opts("<{name}>")).unwrap(),
+        );
+        let many =
+            Arc::new(Scrubber::new(values.iter().map(|(n, v)| (n, v)), &opts("<{name}>")).unwrap());
+        assert!(few.finders.len() > 1, "{few:?}");
+        assert!(many.finders.is_empty(), "{many:?}");
+        let mut input = Vec::new();
+        for i in 0..400 {
+            let (_, v) = &values[rand() as usize % 20];
+            input.extend_from_slice(format!("line {i} ").as_bytes());
+            match rand() % 4 {
+                0 => input.extend_from_slice(v),
+                1 => input.extend_from_slice(STANDARD.encode(v).as_bytes()),
+                2 => input.extend_from_slice(&hex(v, b"0123456789ABCDEF")),
+                _ => input.extend_from_slice(&v[..v.len() / 2]),
+            }
+            input.push(if rand() % 2 == 0 { b'\n' } else { b' ' });
+        }
+        let expected = few.scrub_all(&input);
+        assert_eq!(many.scrub_all(&input), expected);
+        assert!(expected.windows(3).filter(|w| w == b"<S1").count() > 10);
+        for sc in [&few, &many] {
+            for size in [1, 5, 63, 64, 65, 200, 4096] {
+                let pieces: Vec<&[u8]> = input.chunks(size).collect();
+                assert_eq!(stream_in_pieces(sc, &pieces), expected, "size {size}");
+            }
+        }
     }
 }
