@@ -1,19 +1,15 @@
 //! A large stream with no secret in it passes through the supervisor's pump intact.
 //!
-//! The acceptance size is 1 GiB. An unoptimised build pumps at about 40 MB/s, so a debug
-//! `cargo test` streams 64 MiB (same code path, same checks) and the full 1 GiB runs in
-//! the release step of CI: `cargo test --release --test big_stream` (about 5 s).
+//! 1 GiB of random bytes, hashed by the child as it writes them and by the test as they
+//! come out of envrun. About 7 s in a debug build on 2 cores, most of it generating and
+//! hashing (the scrubber's dependencies are optimised in the dev profile).
 
 mod common;
 use common::*;
 
 use std::time::{Duration, Instant};
 
-const SIZE: u64 = if cfg!(debug_assertions) {
-    64 << 20
-} else {
-    1 << 30
-};
+const SIZE: u64 = 1 << 30;
 
 #[test]
 fn a_large_stream_without_secrets_passes_intact() {
