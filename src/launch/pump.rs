@@ -33,8 +33,8 @@ pub const IDLE_FLUSH: Duration = Duration::from_millis(50);
 /// How long after the child's exit the pump waits for the last writers to close its pipes.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
-/// One read's worth: the default pipe capacity on Linux.
-const CHUNK: usize = 64 * 1024;
+/// One read's worth, and the capacity the supervisor asks for the child's stdout pipe.
+pub const CHUNK: usize = 1024 * 1024;
 
 /// An output of the child and where its scrubbed bytes go.
 pub struct Output {
