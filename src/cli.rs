@@ -73,8 +73,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_inherit_refs: bool,
 
-    /// Do not mask secret values in COMMAND's output: run it directly (exec), with the
-    /// terminal as its stdout and stderr, as when no value is secret
+    /// Do not mask secret values in COMMAND's output: run it directly (exec), on envrun's own
+    /// stdout and stderr, as when no value is secret
     #[arg(long, env = "ENVRUN_NO_MASK", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
     pub no_mask: bool,
 
