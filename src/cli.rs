@@ -49,9 +49,15 @@ ${...} interpolation), resolves all of them, and only then runs COMMAND with the
 any reference fails, COMMAND is not started and envrun exits 125. Values of the form
 secret:KEY in envrun's own environment are resolved too.
 
-Masking: this version does not yet mask secret values in the command's output. envrun
-replaces itself with COMMAND (exec), so the command's output, signals and exit status are
-exactly its own, and anything the command prints, secrets included, is shown as it is.";
+Masking: when at least one value is secret (from secret: or file:), envrun starts COMMAND
+as its child and stays as its parent (supervise mode). It masks every secret value in
+COMMAND's stdout and stderr, and its common encodings (base64, hex, URL, JSON, each line of
+a multi-line value), forwards signals to COMMAND, reaps zombies when it is PID 1, and exits
+with COMMAND's status (dying by the same signal if COMMAND was killed by one; 128+N as
+PID 1). In this version COMMAND's stdout and stderr are then pipes, not the terminal:
+programs that check for a terminal (colours, progress bars) behave as when piped.
+Otherwise, or with --no-mask, envrun replaces itself with COMMAND (exec): same PID, and its
+output, secrets included, is shown as it is.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,10 +98,30 @@ pub struct RunArgs {
     #[arg(long, env = "ENVRUN_TENANT", value_name = "TENANT")]
     pub tenant: Option<String>,
 
-    /// Run COMMAND directly (exec) without masking its output. This version never masks, so
-    /// this only makes the choice explicit
+    /// Do not mask secret values in COMMAND's output: run it directly (exec), on envrun's own
+    /// stdout and stderr, as when no value is secret
     #[arg(long, env = "ENVRUN_NO_MASK", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
     pub no_mask: bool,
+
+    /// Text written in place of a secret in COMMAND's output; `{name}` stands for the
+    /// variable's name, e.g. `[{name}]`
+    #[arg(
+        long,
+        env = "ENVRUN_MASK_WITH",
+        value_name = "TEXT",
+        default_value = "***"
+    )]
+    pub mask_with: String,
+
+    /// Secret values shorter than N bytes are not masked (masking `no` or `1` would mangle
+    /// ordinary output); envrun warns, naming each such variable
+    #[arg(
+        long,
+        env = "ENVRUN_MIN_MASK_LEN",
+        value_name = "N",
+        default_value_t = 4
+    )]
+    pub min_mask_len: usize,
 
     /// The command to run and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]

@@ -53,6 +53,9 @@ pub enum Error {
     #[error("cannot run `{command}`: {source}")]
     CannotRun { command: String, source: io::Error },
 
+    #[error("{0}")]
+    Scrub(#[from] crate::scrub::ScrubError),
+
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 
@@ -114,6 +117,9 @@ impl Error {
             Error::Backend(e) => return e.hint.clone(),
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
+            Error::Scrub(_) => {
+                "fewer or shorter secrets would fit; --no-mask runs the command without masking".into()
+            }
             Error::Io { .. } => return None,
             Error::Absent { .. } => "`envrun secrets list` shows the names it holds".into(),
         })

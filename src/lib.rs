@@ -139,10 +139,17 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
     for (name, value) in resolved.vars {
         env.push((OsString::from(name), value.bytes));
     }
+    let opts = scrub::ScrubOptions {
+        mask_with: args.mask_with,
+        min_len: args.min_mask_len,
+    };
+    let scrubber = launch::scrubber(&resolved.masks, &opts, !args.no_mask)?;
     drop(resolved.masks);
     let plan = launch::Plan {
         argv: args.command,
         env,
+        scrubber,
+        mask: !args.no_mask,
     };
-    Err(launch::launch(plan))
+    launch::launch(plan)
 }

@@ -18,7 +18,7 @@ fn run_show(t: &Test, extra: &[&str], var: &str) -> Done {
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend(show(var));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    t.run(&args)
+    t.run_unmasked(&args)
 }
 
 /// A file only its owner can read (no permission warning).
@@ -106,19 +106,19 @@ fn consumed_env_vars_are_not_passed_on_unless_mapped() {
         .env("APP_OTHER", "not-a-lookup");
     // The child gets TOKEN, never APP_TOKEN; an unrelated prefixed variable passes.
     let script = "printf '%s|%s|%s' \"$TOKEN\" \"${APP_TOKEN-unset}\" \"${APP_OTHER-unset}\"";
-    t.run(&["--", "sh", "-c", script])
+    t.run_unmasked(&["--", "sh", "-c", script])
         .status(0)
         .stdout("raw-token|unset|not-a-lookup");
     // With a tenant both candidates were read for the key, so neither passes on.
     let script = "printf '%s|%s|%s' \"$TOKEN\" \"${APP_TOKEN-unset}\" \"${APP_ACME_TOKEN-unset}\"";
-    t.run(&["--tenant", "acme", "--", "sh", "-c", script])
+    t.run_unmasked(&["--tenant", "acme", "--", "sh", "-c", script])
         .status(0)
         .stdout("acme-token|unset|unset");
     // The manifest may map the raw name back in explicitly.
     let t = t.manifest(
         "secrets:\n  type: env\n  prefix: APP_\nenvironment:\n  TOKEN: secret:TOKEN\n  APP_TOKEN: env:APP_TOKEN\n",
     );
-    t.run(&["--", "sh", "-c", "printf '%s|%s' \"$TOKEN\" \"$APP_TOKEN\""])
+    t.run_unmasked(&["--", "sh", "-c", "printf '%s|%s' \"$TOKEN\" \"$APP_TOKEN\""])
         .status(0)
         .stdout("raw-token|raw-token");
 }
@@ -175,7 +175,7 @@ fn files_json_and_env_fields() {
         r#"{"user": "app", "port": 5432}"#,
     );
     let t = private(t, "secrets/api.env", "export API_KEY=\"k-1\"\nOTHER=x\n");
-    t.run(&[
+    t.run_unmasked(&[
         "--",
         "sh",
         "-c",
@@ -230,11 +230,11 @@ fn files_kubernetes_data_symlinks_work() {
         .symlink("secrets/TOKEN", "..data/TOKEN")
         .symlink("secrets/db.json", "..data/db.json")
         .symlink("secrets/acme", "..data/acme");
-    t.run(&["--", "sh", "-c", "printf '%s|%s' \"$T\" \"$U\""])
+    t.run_unmasked(&["--", "sh", "-c", "printf '%s|%s' \"$T\" \"$U\""])
         .status(0)
         .stdout("global-k8s|k8s-user")
         .stderr("");
-    t.run(&["--tenant", "acme", "--", "sh", "-c", "printf %s \"$T\""])
+    t.run_unmasked(&["--tenant", "acme", "--", "sh", "-c", "printf %s \"$T\""])
         .status(0)
         .stdout("acme-k8s");
 }
@@ -335,7 +335,7 @@ fn dotenv_later_files_win_and_dotenvy_syntax_applies() {
         )
         .file(".env.local", "A=local\nD=${ENVRUN_TEST_HOST}:${A}\n")
         .env("ENVRUN_TEST_HOST", "db");
-    t.run(&[
+    t.run_unmasked(&[
         "--",
         "sh",
         "-c",
@@ -394,7 +394,7 @@ environment:
         "secrets/db.json",
         r#"{"user":"app","password":"from-files"}"#,
     );
-    t.run(&[
+    t.run_unmasked(&[
         "--",
         "sh",
         "-c",

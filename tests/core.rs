@@ -4,17 +4,19 @@
 mod common;
 use common::*;
 
-const PRINT_ENV: &str = "printf '%s|' \"$TOKEN\" \"$DB_USER\" \"$DB_PASS\" \"$HOME_DIR\" \"$SSH_KEY\" \"$LEVEL\" \"$URL\"";
+/// Writes the values to a file: they are secret, so on stdout they would be masked.
+const PRINT_ENV: &str = "printf '%s|' \"$TOKEN\" \"$DB_USER\" \"$DB_PASS\" \"$HOME_DIR\" \"$SSH_KEY\" \"$LEVEL\" \"$URL\" > seen.txt";
 
 fn store_with_db() -> Test {
-    Test::new()
-        .secret("TOKEN", "tok-123456")
-        .secret("DB", r#"{"user":"app","password":"pw-9876","port":5432}"#)
+    Test::new().secret("TOKEN", "tok-123456").secret(
+        "DB",
+        r#"{"user":"app-user","password":"pw-9876","port":5432}"#,
+    )
 }
 
 #[test]
 fn every_reference_kind_reaches_the_child() {
-    store_with_db()
+    let t = store_with_db()
         .file("keys/ssh", "ssh-key-material\n")
         .manifest(
             r#"
@@ -28,11 +30,15 @@ environment:
   URL: "postgres://${secret:DB#user}:${secret:DB#password}@db:${secret:DB#port}/app?cost=$$5"
 "#,
         )
-        .env("SOME_DIR", "/srv/app")
-        .run(&["--", "sh", "-c", PRINT_ENV])
+        .env("SOME_DIR", "/srv/app");
+    t.run(&["--", "sh", "-c", PRINT_ENV])
         .status(0)
-        .stdout("tok-123456|app|pw-9876|/srv/app|ssh-key-material|INFO|postgres://app:pw-9876@db:5432/app?cost=$5|")
+        .stdout("")
         .stderr("");
+    assert_eq!(
+        std::fs::read_to_string(t.path("seen.txt")).unwrap(),
+        "tok-123456|app-user|pw-9876|/srv/app|ssh-key-material|INFO|postgres://app-user:pw-9876@db:5432/app?cost=$5|"
+    );
 }
 
 #[test]
@@ -55,7 +61,7 @@ fn file_paths_are_relative_to_the_manifest() {
     let t = Test::new()
         .file("conf/envrun.yaml", "environment:\n  K: file:k.txt\n")
         .file("conf/k.txt", "from-conf-dir\r\n");
-    t.run(&[
+    t.run_unmasked(&[
         "-m",
         "conf/envrun.yaml",
         "--",
@@ -71,6 +77,7 @@ fn file_paths_are_relative_to_the_manifest() {
 fn inherited_environment_references_are_resolved_without_a_manifest() {
     let t = Test::new().secret("API_KEY", "inherited-secret");
     t.command(&[
+        "--no-mask",
         "--",
         "sh",
         "-c",
@@ -121,6 +128,7 @@ fn the_store_key_from_the_environment_never_reaches_the_child() {
     let key = std::fs::read_to_string(t.path("secrets.key")).unwrap();
     std::fs::remove_file(t.path("secrets.key")).unwrap();
     t.command(&[
+        "--no-mask",
         "--",
         "sh",
         "-c",
@@ -178,7 +186,7 @@ fn command_not_found_is_127_and_not_executable_is_126() {
     t.run(&["--", "definitely-not-a-command-xyz"])
         .status(127)
         .stderr_has("envrun: error: cannot run `definitely-not-a-command-xyz`: command not found");
-    t.run(&["--", "./script.sh"])
+    t.run_unmasked(&["--", "./script.sh"])
         .status(126)
         .stderr_has("cannot run `./script.sh`");
     t.run(&["--", "./missing.sh"]).status(127);

@@ -97,25 +97,13 @@ fn readme_first_command_runs_the_demo() {
     // Run the same thing on a copy (so the checkout's file modes are left alone), with the
     // built binary in place of `cargo run`.
     let t = Test::new();
-    for f in [
-        "envrun.yaml",
-        "secrets.json.enc",
-        "secrets.key",
-        "greeting.txt",
-        "show.sh",
-    ] {
-        std::fs::copy(
-            format!("{root}/examples/demo/{f}"),
-            t.path(&format!("examples/demo/{f}")),
-        )
-        .or_else(|_| {
-            std::fs::create_dir_all(t.path("examples/demo"))?;
-            std::fs::copy(
-                format!("{root}/examples/demo/{f}"),
-                t.path(&format!("examples/demo/{f}")),
-            )
-        })
-        .unwrap();
+    std::fs::create_dir_all(t.path("examples/demo")).unwrap();
+    for entry in std::fs::read_dir(format!("{root}/examples/demo")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if !name.ends_with(".lock") {
+            std::fs::copy(entry.path(), t.path(&format!("examples/demo/{name}"))).unwrap();
+        }
     }
     let t = t
         .chmod("examples/demo/secrets.json.enc", 0o600)

@@ -1,8 +1,9 @@
 #!/bin/sh
-# What a job does with its secrets: use them, never print them.
+# A job that uses its secrets, and then carelessly prints them: envrun masks every secret
+# value (and its base64, hex, URL and JSON forms) in what the command writes.
 echo "LOG_LEVEL=$LOG_LEVEL"
-echo "GREETING=$GREETING"
-echo "DB_USER is set (${#DB_USER} characters)"
-echo "API_TOKEN is set (${#API_TOKEN} characters)"
-echo "DB_PASSWORD is set (${#DB_PASSWORD} characters)"
-echo "DATABASE_URL is set (${#DATABASE_URL} characters)"
+echo "DB_USER has ${#DB_USER} characters, DB_PASSWORD has ${#DB_PASSWORD}"
+echo "API_TOKEN=$API_TOKEN"
+echo "DATABASE_URL=$DATABASE_URL"
+echo "token in base64: $(printf %s "$API_TOKEN" | base64)"
+echo "WEBHOOK_SECRET=$WEBHOOK_SECRET"

@@ -33,6 +33,7 @@ pub fn exec(argv: &[OsString], env: &EnvBlock) -> Error {
         ));
     };
     let envp = env.as_cstrs();
+    super::signals::default_sigpipe();
     let errno = match nix::unistd::execve(&path_c, &args, &envp) {
         Err(e) => e,
         Ok(never) => match never {},

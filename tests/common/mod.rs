@@ -131,6 +131,14 @@ impl Test {
     pub fn run(&self, args: &[&str]) -> Done {
         self.command(args).done()
     }
+
+    /// Runs envrun with `--no-mask` before `args`: for tests of which values the command
+    /// receives, which masking would hide from the test (masking has its own tests).
+    pub fn run_unmasked(&self, args: &[&str]) -> Done {
+        let mut all = vec!["--no-mask"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
 }
 
 pub struct Run {
