@@ -149,23 +149,31 @@ fn ctrl_z_stops_envrun_with_the_child_and_continue_resumes_both() {
     // The child keeps the default SIGTSTP action: forwarded, it stops; envrun then stops
     // itself so a shell would see the whole job stopped.
     let t = supervised();
-    let mut run = t.command(&["--", "sh", "-c", "echo $$ > child.pid; exec sleep 1"]);
-    run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut envrun = run.cmd.spawn().unwrap();
-    wait_for("the child", || {
-        std::fs::read_to_string(t.path("child.pid")).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let child: u32 = std::fs::read_to_string(t.path("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut envrun, child) = spawn_reporting_child(&t, "exec sleep 1");
     kill(envrun.id(), libc::SIGTSTP);
     wait_for("the child to stop", || state(child) == Some('T'));
     wait_for("envrun to stop", || state(envrun.id()) == Some('T'));
     kill(envrun.id(), libc::SIGCONT);
     let status = envrun.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// Starts envrun with a shell child that writes its PID to `child.pid` and then runs
+/// `then`; returns envrun and the child's PID.
+fn spawn_reporting_child(t: &Test, then: &str) -> (std::process::Child, u32) {
+    let script = format!("echo $$ > child.pid; {then}");
+    let mut run = t.command(&["--", "sh", "-c", &script]);
+    run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let envrun = run.cmd.spawn().unwrap();
+    wait_for("the child", || {
+        std::fs::read_to_string(t.path("child.pid")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let child = std::fs::read_to_string(t.path("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (envrun, child)
 }
 
 /// The state letter in /proc/PID/stat (R, S, T, Z, ...), or None when gone.
@@ -177,17 +185,7 @@ fn state(pid: u32) -> Option<char> {
 #[test]
 fn kill_9_of_envrun_takes_the_child_with_it() {
     let t = supervised();
-    let mut run = t.command(&["--", "sh", "-c", "echo $$ > child.pid; exec sleep 60"]);
-    run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut envrun = run.cmd.spawn().unwrap();
-    wait_for("the child", || {
-        std::fs::read_to_string(t.path("child.pid")).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let child: u32 = std::fs::read_to_string(t.path("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut envrun, child) = spawn_reporting_child(&t, "exec sleep 60");
     // Let `exec sleep` happen: the exec must not clear the parent-death signal.
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(state(child), Some('S'));
