@@ -795,6 +795,9 @@ pub fn derive_patterns(value: &[u8], min_len: usize) -> Vec<Zeroizing<Vec<u8>>> 
             push(base64_aligned(core, offset, false));
             push(base64_aligned(core, offset, true));
         }
+        for form in base64_tails(core) {
+            push(form);
+        }
         push(hex(core, b"0123456789abcdef"));
         push(hex(core, b"0123456789ABCDEF"));
         for unreserved in [is_unreserved_js, is_unreserved_python] {
@@ -810,6 +813,24 @@ pub fn derive_patterns(value: &[u8], min_len: usize) -> Vec<Zeroizing<Vec<u8>>> 
             if let Some(form) = json_escape(core, style) {
                 push(form);
             }
+        }
+    }
+    // `echo "$SECRET" | base64` encodes the value and the newline echo adds; the value's own
+    // base64 forms stop short of the last group, whose characters would carry the value's
+    // last bits. (Byte-aligned encodings need no such form: the newline is its own bytes.)
+    if trimmed.len() == value.len() {
+        let mut echoed = Zeroizing::new(Vec::with_capacity(value.len() + 1));
+        echoed.extend_from_slice(value);
+        echoed.push(b'\n');
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            push(Zeroizing::new(engine.encode(&*echoed).into_bytes()));
+        }
+        for offset in 0..3 {
+            push(base64_aligned(&echoed, offset, false));
+            push(base64_aligned(&echoed, offset, true));
+        }
+        for form in base64_tails(&echoed) {
+            push(form);
         }
     }
     if trimmed.contains(&b'\n') {
@@ -850,6 +871,25 @@ fn base64_aligned(value: &[u8], offset: usize, url_safe: bool) -> Zeroizing<Vec<
     let first = (8 * offset).div_ceil(6);
     let end = 8 * (offset + value.len()) / 6;
     copy(&encoded[first..end])
+}
+
+/// The value at the very end of a longer base64 blob (`printf 'x%s' "$SECRET" | base64`),
+/// starting 1 or 2 bytes into a 3-byte group: everything from its first whole character to
+/// the end, so the last character (the value's last bits and zero padding) and any `=` are
+/// covered too. (At offset 0 this is the plain encoding, already a form.)
+fn base64_tails(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut forms = Vec::with_capacity(8);
+    for offset in 1..3 {
+        let mut shifted = Zeroizing::new(Vec::with_capacity(offset + value.len()));
+        shifted.resize(offset, 0);
+        shifted.extend_from_slice(value);
+        let first = (8 * offset).div_ceil(6);
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            let encoded = Zeroizing::new(engine.encode(&*shifted).into_bytes());
+            forms.push(copy(&encoded[first..]));
+        }
+    }
+    forms
 }
 
 fn hex(value: &[u8], digits: &[u8; 16]) -> Zeroizing<Vec<u8>> {
@@ -1424,6 +1464,28 @@ mod tests {
                 let pieces: Vec<&[u8]> = input.chunks(size).collect();
                 assert_eq!(stream_in_pieces(sc, &pieces), expected, "size {size}");
             }
+        }
+    }
+
+    /// Regression: `echo "$SECRET" | base64` and a value at the end of a longer blob left
+    /// their last base64 characters, which carry the value's last bits, unmasked. Expected
+    /// encodings come from Python's base64 module.
+    #[test]
+    fn base64_of_echoed_value_and_of_a_value_ending_a_blob_is_masked_whole() {
+        let s = scrubber(&[("T", b"tok-5f1c2e9a-77aa")], "***");
+        let cases: [(&[u8], &[u8]); 4] = [
+            (b"dG9rLTVmMWMyZTlhLTc3YWEK\n", b"***\n"),
+            (b"eHl0b2stNWYxYzJlOWEtNzdhYQ==\n", b"eHl***\n"),
+            (b"eHRvay01ZjFjMmU5YS03N2FhCg==\n", b"eH***\n"),
+            (b"eHl0b2stNWYxYzJlOWEtNzdhYQ\n", b"eHl***\n"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                s.scrub_all(input),
+                expected,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }
