@@ -134,6 +134,17 @@ fn feed(mut cmd: Command, value: &str) -> std::process::Child {
     child
 }
 
+/// strace running envrun (arguments still to add) so that the `n`th `syscall` kills it.
+fn kill_at(syscall: &str, n: usize) -> Command {
+    let mut cmd = Command::new(debian_tool("strace", "strace"));
+    cmd.args(["-f", "-o", "/dev/null", "-e"])
+        .arg(format!("trace={syscall}"))
+        .arg("-e")
+        .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"))
+        .arg(BIN);
+    cmd
+}
+
 /// Every (syscall, occurrence) envrun makes from `flock` to exit, from one traced run of
 /// `set TARGET` (or of `sub`).
 fn kill_points(s: &Store) -> Vec<(String, usize)> {
@@ -207,12 +218,7 @@ fn run_trials(wanted: usize, seed: u64) -> Tally {
         let new = format!("new {attempt} {}", "y".repeat(rng.below(300) as usize));
         let status = if attempt.is_multiple_of(2) {
             let (name, n) = &points[(attempt / 2 + offset) % points.len()];
-            let mut cmd = Command::new(debian_tool("strace", "strace"));
-            cmd.args(["-f", "-o", "/dev/null", "-e"])
-                .arg(format!("trace={name}"))
-                .arg("-e")
-                .arg(format!("inject={name}:signal=SIGKILL:when={n}"))
-                .arg(BIN);
+            let mut cmd = kill_at(name, *n);
             s.args(&mut cmd);
             feed(cmd, &new).wait().unwrap()
         } else {
@@ -297,12 +303,7 @@ fn sigkill_during_rotate_key_leaves_a_store_one_of_the_two_keys_opens() {
     let mut kills = 0;
     for (name, n) in &points {
         let (s, expected) = fixture();
-        let mut cmd = Command::new(debian_tool("strace", "strace"));
-        cmd.args(["-f", "-o", "/dev/null", "-e"])
-            .arg(format!("trace={name}"))
-            .arg("-e")
-            .arg(format!("inject={name}:signal=SIGKILL:when={n}"))
-            .arg(BIN);
+        let mut cmd = kill_at(name, *n);
         s.args_for(&mut cmd, &["rotate-key"]);
         let status = feed(cmd, "").wait().unwrap();
         if killed(status) {
