@@ -13,44 +13,68 @@ use crate::error::Error;
 /// Used when neither the child nor envrun has a PATH (as glibc's execvp does).
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
 
+/// The program, looked up, and its arguments as C strings: ready before a fork (a forked
+/// child must not allocate) or an exec.
+pub struct Program {
+    /// How messages name it: `argv[0]` as given.
+    pub shown: String,
+    pub path: CString,
+    pub args: Vec<CString>,
+}
+
+impl Program {
+    pub fn prepare(argv: &[OsString], env: &EnvBlock) -> Result<Program, Error> {
+        let Some(program) = argv.first() else {
+            return Err(Error::Usage(String::from("no command given")));
+        };
+        let shown = program.to_string_lossy().into_owned();
+        let path = find_program(program, env)?;
+        let nul = || {
+            Error::Usage(format!(
+                "the command `{shown}` or an argument contains a NUL byte"
+            ))
+        };
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| nul())?;
+        let args = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| nul())?;
+        Ok(Program { shown, path, args })
+    }
+
+    /// The error for a failed `execve`: 127 when the file is missing, 126 otherwise.
+    pub fn exec_error(&self, err: io::Error) -> Error {
+        match err.kind() {
+            io::ErrorKind::NotFound => Error::NotFound {
+                command: self.shown.clone(),
+            },
+            _ => Error::CannotRun {
+                command: self.shown.clone(),
+                source: err,
+            },
+        }
+    }
+}
+
 /// Replaces this process with `argv`; returns the error if that is impossible.
 pub fn exec(argv: &[OsString], env: &EnvBlock) -> Error {
-    let Some(program) = argv.first() else {
-        return Error::Usage(String::from("no command given"));
-    };
-    let shown = program.to_string_lossy().into_owned();
-    let path = match find_program(program, env) {
+    let program = match Program::prepare(argv, env) {
         Ok(p) => p,
         Err(e) => return e,
     };
-    let to_c = |s: &OsStr| CString::new(s.as_bytes());
-    let (Ok(path_c), Ok(args)) = (
-        to_c(path.as_os_str()),
-        argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>(),
-    ) else {
-        return Error::Usage(format!(
-            "the command `{shown}` or an argument contains a NUL byte"
-        ));
-    };
     let envp = env.as_cstrs();
     super::signals::default_sigpipe();
-    let errno = match nix::unistd::execve(&path_c, &args, &envp) {
+    let errno = match nix::unistd::execve(&program.path, &program.args, &envp) {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    let err = io::Error::from(errno);
-    match err.kind() {
-        io::ErrorKind::NotFound => Error::NotFound { command: shown },
-        _ => Error::CannotRun {
-            command: shown,
-            source: err,
-        },
-    }
+    program.exec_error(io::Error::from(errno))
 }
 
 /// Finds the program as the shell would, but in the child's PATH (the one the manifest may
 /// set), falling back to envrun's own.
-pub fn find_program(program: &OsStr, env: &EnvBlock) -> Result<PathBuf, Error> {
+fn find_program(program: &OsStr, env: &EnvBlock) -> Result<PathBuf, Error> {
     let shown = || program.to_string_lossy().into_owned();
     if program.is_empty() {
         return Err(Error::NotFound { command: shown() });

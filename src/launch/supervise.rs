@@ -18,7 +18,6 @@
 
 use std::ffi::{CString, OsString, c_char};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -27,7 +26,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::{ForkResult, Pid, getpgid, getpgrp, getpid, getppid};
 
-use super::exec::find_program;
+use super::exec::Program;
 use super::pump::{self, Output, Sink};
 use super::signals::{self, Action};
 use super::{ChildStdio, EnvBlock};
@@ -49,7 +48,7 @@ pub fn supervise(
     scrubber: &Arc<Scrubber>,
     stdio: ChildStdio,
 ) -> Result<i32, Error> {
-    let command = Command::prepare(argv, &env)?;
+    let command = Program::prepare(argv, &env)?;
     let blocked = signals::block()?;
     signals::default_sigchld();
     let sfd = signals::signalfd()?;
@@ -65,36 +64,6 @@ pub fn supervise(
     // The pump thread only reads and writes; it cannot panic on bad input.
     let _ = pump.join();
     Ok(end_like(status))
-}
-
-/// The program and its arguments as C strings, ready before the fork (the child must not
-/// allocate between fork and exec).
-struct Command {
-    shown: String,
-    path: CString,
-    args: Vec<CString>,
-}
-
-impl Command {
-    fn prepare(argv: &[OsString], env: &EnvBlock) -> Result<Command, Error> {
-        let Some(program) = argv.first() else {
-            return Err(Error::Usage(String::from("no command given")));
-        };
-        let shown = program.to_string_lossy().into_owned();
-        let path = find_program(program, env)?;
-        let nul = || {
-            Error::Usage(format!(
-                "the command `{shown}` or an argument contains a NUL byte"
-            ))
-        };
-        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| nul())?;
-        let args = argv
-            .iter()
-            .map(|a| CString::new(a.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| nul())?;
-        Ok(Command { shown, path, args })
-    }
 }
 
 /// With `PR_SET_CHILD_SUBREAPER`, orphaned descendants are re-parented to envrun (not to
@@ -172,7 +141,7 @@ fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Error> {
 /// `execve` failed with (reported through a close-on-exec pipe: end of file means success).
 #[allow(unsafe_code)]
 fn spawn(
-    command: &Command,
+    command: &Program,
     env: &EnvBlock,
     original_mask: &SigSet,
     fds: ChildFds,
@@ -215,16 +184,7 @@ fn spawn(
                 Some(errno) => {
                     // The child has _exited; reap it so it does not linger as a zombie.
                     let _ = nix::sys::wait::waitpid(child, None);
-                    let err = std::io::Error::from_raw_os_error(errno);
-                    Err(match err.kind() {
-                        std::io::ErrorKind::NotFound => Error::NotFound {
-                            command: command.shown.clone(),
-                        },
-                        _ => Error::CannotRun {
-                            command: command.shown.clone(),
-                            source: err,
-                        },
-                    })
+                    Err(command.exec_error(std::io::Error::from_raw_os_error(errno)))
                 }
             }
         }
