@@ -314,12 +314,7 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
             let full = ctx.base_dir.join(path);
             let mut bytes = std::fs::read(&full)
                 .map_err(|e| fail(format!("cannot read {}: {e}", full.display())))?;
-            if bytes.ends_with(b"\n") {
-                bytes.pop();
-                if bytes.ends_with(b"\r") {
-                    bytes.pop();
-                }
-            }
+            crate::secret::trim_one_newline(&mut bytes);
             Ok(Value {
                 bytes: Secret::from_vec(bytes),
                 sensitive: true,

@@ -55,6 +55,17 @@ impl From<String> for Secret {
     }
 }
 
+/// Removes one trailing newline (`\n` or `\r\n`), as files and `echo` end a value. In
+/// place, so no copy of the value is left behind.
+pub fn trim_one_newline(buf: &mut Vec<u8>) {
+    if buf.ends_with(b"\n") {
+        buf.pop();
+        if buf.ends_with(b"\r") {
+            buf.pop();
+        }
+    }
+}
+
 /// A resolved value and whether it must be masked in the child's output.
 #[derive(Clone, Debug)]
 pub struct Value {

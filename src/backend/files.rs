@@ -189,12 +189,7 @@ fn read(mut file: File, path: &Path, kind: Kind) -> Result<Found, BackendError> 
     }
     match kind {
         Kind::Plain => {
-            if buf.ends_with(b"\n") {
-                buf.pop();
-                if buf.ends_with(b"\r") {
-                    buf.pop();
-                }
-            }
+            crate::secret::trim_one_newline(&mut buf);
             Ok(Found::Value(Secret::from_vec(buf)))
         }
         Kind::Dotenv => {

@@ -251,12 +251,7 @@ fn read_stdin_value() -> Result<Secret, Error> {
             "the value is larger than {MAX_VALUE} bytes"
         )));
     }
-    if buf.ends_with(b"\n") {
-        buf.pop();
-        if buf.ends_with(b"\r") {
-            buf.pop();
-        }
-    }
+    crate::secret::trim_one_newline(&mut buf);
     if buf.is_empty() {
         return Err(Error::Usage(String::from(
             "empty value on stdin: pipe the value in, e.g. `printf %s \"$V\" | envrun secrets set NAME`",
