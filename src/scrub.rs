@@ -235,12 +235,6 @@ impl Scrubber {
         matches!(self.engine, Engine::Empty)
     }
 
-    /// Number of distinct patterns compiled (after deriving encodings and
-    /// de-duplicating).
-    pub fn patterns_len(&self) -> usize {
-        self.pattern_mask.len()
-    }
-
     /// Approximate heap bytes held by the compiled automata and tables.
     pub fn memory_usage(&self) -> usize {
         let engine = with_automaton!(&self.engine, aut => aut.memory_usage(), empty => 0);
