@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod scrub;
 pub mod secret;
 pub mod store;
+pub mod timeout;
 pub mod ui;
 
 use std::ffi::OsString;
@@ -92,6 +93,17 @@ fn usage_error(e: clap::Error) -> i32 {
 /// Marks the process non-dumpable: no core file and no ptrace by other processes of the same
 /// user while envrun holds secrets. exec resets this for the command.
 fn harden() {
+    // A panic message could hold anything the code had at hand, a value included: say where
+    // it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        ui::error(&Error::Internal(format!(
+            "internal error{at} (a bug in envrun; its message is not shown, as it could hold a secret)"
+        )));
+    }));
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ui::warn(&format!("could not mark the process non-dumpable: {e}"));
     }
@@ -119,9 +131,14 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
     if let Some(t) = &tenant {
         backend::tenant::check(t).map_err(Error::Usage)?;
     }
+    let timeout = args
+        .timeout
+        .or(manifest.timeout)
+        .unwrap_or(timeout::DEFAULT);
     let ctx = Context {
         base_dir: manifest.base_dir.clone(),
         tenant,
+        deadline: std::time::Instant::now() + timeout,
     };
     let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
 

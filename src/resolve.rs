@@ -42,7 +42,7 @@ pub fn resolve(
 ) -> Result<Resolved, Error> {
     let mut failures = Vec::new();
     let mut hints = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, &mut hints);
     if !failures.is_empty() {
         // Unknown backends or parameters: nothing was fetched.
         return Err(Error::Resolve { failures, hints });
@@ -140,6 +140,7 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
+    hints: &mut Vec<String>,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
@@ -164,6 +165,9 @@ fn fetch_secrets(
                 }
                 Err(e) => {
                     failures.push(fail(format!("backend `{name}`: {e}")));
+                    if let Some(h) = e.hint_or_default().filter(|h| !hints.contains(h)) {
+                        hints.push(h);
+                    }
                     continue;
                 }
             }
@@ -199,19 +203,33 @@ fn fetch_secrets(
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));
         }
+        // One thread per backend, all joined before this returns (scoped). A backend that
+        // panics is reported as failed, never silently dropped: the run must not go on
+        // without its values.
         let answers: Vec<Answer> = std::thread::scope(|s| {
             let handles: Vec<_> = wanted
                 .into_iter()
                 .map(|(name, lookups)| {
                     let backend = &backends[&name];
                     let lookups: Vec<Lookup> = lookups.into_iter().collect();
-                    s.spawn(move || {
-                        let answer = backend.fetch(&lookups);
-                        (name, lookups, answer)
-                    })
+                    let handle = s.spawn({
+                        let lookups = lookups.clone();
+                        move || backend.fetch(&lookups)
+                    });
+                    (name, lookups, handle)
                 })
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            handles
+                .into_iter()
+                .map(|(name, lookups, handle)| {
+                    let answer = handle.join().unwrap_or_else(|_| {
+                        Err(BackendError::new(
+                            "failed while fetching (it panicked: a bug in envrun, please report it)",
+                        ))
+                    });
+                    (name, lookups, answer)
+                })
+                .collect()
         });
         for (name, lookups, answer) in answers {
             match answer {
@@ -267,7 +285,7 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
     let fail_with = |e: &BackendError, label: &str| Failed {
         reference: reference.to_string(),
         reason: format!("{label}: {e}"),
-        hint: e.hint.clone(),
+        hint: e.hint_or_default(),
     };
     match reference {
         Reference::Secret(r) => {
