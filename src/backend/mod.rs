@@ -24,6 +24,8 @@
 pub mod dotenv;
 pub mod env;
 pub mod files;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod local;
 #[cfg(feature = "net")]
 pub mod net;
@@ -274,6 +276,9 @@ pub enum BackendConfig {
     Aws(Unavailable),
     #[serde(rename = "aws-ssm")]
     AwsSsm(Unavailable),
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::GcpConfig),
+    #[cfg(not(feature = "gcp"))]
     Gcp(Unavailable),
     Azure(Unavailable),
 }
@@ -335,6 +340,9 @@ impl BackendConfig {
             BackendConfig::AwsSsm(Unavailable) => {
                 return Err(Unavailable::error("aws-ssm", "aws"));
             }
+            #[cfg(feature = "gcp")]
+            BackendConfig::Gcp(c) => Box::new(gcp::Gcp::new(c, ctx)?),
+            #[cfg(not(feature = "gcp"))]
             BackendConfig::Gcp(Unavailable) => return Err(Unavailable::error("gcp", "gcp")),
             BackendConfig::Azure(Unavailable) => return Err(Unavailable::error("azure", "azure")),
         })
