@@ -101,9 +101,14 @@ impl Source {
     fn describe(&self) -> String {
         match self {
             Source::EnvFile(p, kind) => {
-                format!("{kind} from $GOOGLE_APPLICATION_CREDENTIALS ({})", p.display())
+                format!(
+                    "{kind} from $GOOGLE_APPLICATION_CREDENTIALS ({})",
+                    p.display()
+                )
             }
-            Source::Gcloud(p) => format!("gcloud application-default credentials ({})", p.display()),
+            Source::Gcloud(p) => {
+                format!("gcloud application-default credentials ({})", p.display())
+            }
             Source::Metadata(host) => format!("the metadata server ({host})"),
         }
     }
@@ -208,7 +213,10 @@ impl Gcp {
             builder = builder.with_endpoint(endpoint.clone());
         }
         builder.build().await.map_err(|e| {
-            BackendError::of(ErrorKind::Config, format!("gcp: cannot set up the client: {e}"))
+            BackendError::of(
+                ErrorKind::Config,
+                format!("gcp: cannot set up the client: {e}"),
+            )
         })
     }
 
@@ -338,7 +346,8 @@ fn error(name: &str, e: &google_cloud_gax::error::Error) -> BackendError {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let err = BackendError::of(kind, format!("gcp: access {name}: {what}")).with_retry_after(retry_after);
+    let err =
+        BackendError::of(kind, format!("gcp: access {name}: {what}")).with_retry_after(retry_after);
     match kind {
         ErrorKind::Denied => err.with_hint(
             "grant the credentials `roles/secretmanager.secretAccessor` on the secret or project",
@@ -364,8 +373,8 @@ fn full_name(key: &str, version: Option<&str>) -> Result<String, BackendError> {
     };
     let parts: Vec<&str> = key.split('/').collect();
     let secret_at = match parts.as_slice() {
-        ["projects", _, "secrets", ..] => 4,
-        ["projects", _, "locations", _, "secrets", ..] => 6,
+        ["projects", _, "secrets", _, ..] => 4,
+        ["projects", _, "locations", _, "secrets", _, ..] => 6,
         _ => return Err(bad()),
     };
     for (i, part) in parts.iter().enumerate() {
@@ -523,6 +532,7 @@ mod tests {
         );
         for bad in [
             "projects/p/secrets",
+            "projects/p/locations/eu/secrets",
             "projects/p/secrets/s/versions",
             "projects/p/secrets/s/other/1",
             "projects//secrets/s",
@@ -531,7 +541,10 @@ mod tests {
             assert!(g.candidates(&lookup(bad, &[])).is_err(), "{bad}");
         }
         let both = g
-            .candidates(&lookup("projects/p/secrets/s/versions/1", &[("version", "2")]))
+            .candidates(&lookup(
+                "projects/p/secrets/s/versions/1",
+                &[("version", "2")],
+            ))
             .unwrap_err();
         assert!(both.message.contains("keep one"), "{}", both.message);
     }
@@ -541,7 +554,9 @@ mod tests {
         let g = gcp("", None);
         let e = g.candidates(&lookup("a/b", &[])).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Config);
-        let e = g.candidates(&lookup("DB", &[("version", "1/2")])).unwrap_err();
+        let e = g
+            .candidates(&lookup("DB", &[("version", "1/2")]))
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Config);
         let none = Gcp {
             project: None,
