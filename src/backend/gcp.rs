@@ -135,13 +135,13 @@ impl Gcp {
             .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
             .filter(|p| !p.is_empty());
         if let Some(p) = &project {
-            check_segment("project", p)?;
+            check_segment("gcp project", p)?;
         }
         if !config.prefix.is_empty() && !is_secret_id(&config.prefix) {
             return Err(BackendError::of(
                 ErrorKind::Config,
                 format!(
-                    "gcp: prefix `{}` may hold only letters, digits, `-` and `_` (a secret id's characters)",
+                    "gcp prefix `{}` may hold only letters, digits, `-` and `_` (a secret id's characters)",
                     config.prefix.escape_default()
                 ),
             ));
@@ -172,7 +172,7 @@ impl Gcp {
             return Err(BackendError::of(
                 ErrorKind::Config,
                 format!(
-                    "gcp: `{}` is not a secret id (letters, digits, `-` and `_`) nor a resource name `projects/P/secrets/S`",
+                    "`{}` is not a secret id (letters, digits, `-` and `_`) nor a resource name `projects/P/secrets/S`",
                     key.escape_default()
                 ),
             ));
@@ -180,7 +180,7 @@ impl Gcp {
         let Some(project) = &self.project else {
             return Err(BackendError::of(
                 ErrorKind::Config,
-                format!("gcp: no project to read `{key}` from"),
+                format!("no project to read `{key}` from"),
             )
             .with_hint("set `project:` in the backend's settings or $GOOGLE_CLOUD_PROJECT, or use a full name `projects/P/secrets/S`"));
         };
@@ -201,7 +201,7 @@ impl Gcp {
             .map_err(|e| {
                 BackendError::of(
                     ErrorKind::Denied,
-                    format!("gcp: cannot load {}: {e}", source.describe()),
+                    format!("cannot load {}: {e}", source.describe()),
                 )
                 .with_hint(NO_CREDENTIALS_HINT)
             })?;
@@ -213,10 +213,7 @@ impl Gcp {
             builder = builder.with_endpoint(endpoint.clone());
         }
         builder.build().await.map_err(|e| {
-            BackendError::of(
-                ErrorKind::Config,
-                format!("gcp: cannot set up the client: {e}"),
-            )
+            BackendError::of(ErrorKind::Config, format!("cannot set up the client: {e}"))
         })
     }
 
@@ -233,31 +230,31 @@ impl Gcp {
             _ => self.deadline,
         };
         let fetched = net::within(bound, credentials.headers(http::Extensions::new())).await;
-        let tried = || match source {
-            Source::Metadata(_) => {
-                format!(
-                    "tried $GOOGLE_APPLICATION_CREDENTIALS (unset), gcloud application-default credentials (none in ~/.config/gcloud), {}",
-                    source.describe()
-                )
-            }
-            _ => format!("used {}", source.describe()),
-        };
-        match fetched {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(BackendError::of(
+        let tried = "tried $GOOGLE_APPLICATION_CREDENTIALS (unset), gcloud application-default credentials (no ~/.config/gcloud/application_default_credentials.json)";
+        let err = match (fetched, source) {
+            (Some(Ok(_)), _) => return Ok(()),
+            // Off Google Cloud this is the common case; the client's own words ("transient
+            // error") would mislead, so say what was tried.
+            (Some(Err(_)) | None, Source::Metadata(_)) => BackendError::of(
                 ErrorKind::Denied,
-                format!("gcp: no access token: {}: {e}", tried()),
-            )
-            .with_hint(NO_CREDENTIALS_HINT)),
-            None => Err(BackendError::of(
-                match source {
-                    Source::Metadata(_) => ErrorKind::Denied,
-                    _ => ErrorKind::Timeout,
-                },
-                format!("gcp: no access token in time: {}", tried()),
-            )
-            .with_hint(NO_CREDENTIALS_HINT)),
-        }
+                format!(
+                    "no credentials found: {tried}, then {} (no answer)",
+                    source.describe()
+                ),
+            ),
+            (Some(Err(e)), _) => BackendError::of(
+                ErrorKind::Denied,
+                format!("no access token from {}: {e}", source.describe()),
+            ),
+            (None, _) => BackendError::of(
+                ErrorKind::Timeout,
+                format!(
+                    "no access token from {} before the deadline (--timeout)",
+                    source.describe()
+                ),
+            ),
+        };
+        Err(err.with_hint(NO_CREDENTIALS_HINT))
     }
 
     async fn lookup(&self, client: &SecretManagerService, lookup: &Lookup) -> LookupResult {
@@ -290,7 +287,7 @@ async fn access(
     let Some(payload) = response.payload else {
         return Err(BackendError::of(
             ErrorKind::BadResponse,
-            format!("gcp: access {name}: the answer has no payload"),
+            format!("access {name}: the answer has no payload"),
         ));
     };
     let data = payload.data;
@@ -300,7 +297,7 @@ async fn access(
         wipe_bytes(data);
         return Err(BackendError::of(
             ErrorKind::BadResponse,
-            format!("gcp: access {name}: the payload does not match its checksum (dataCrc32c)"),
+            format!("access {name}: the payload does not match its checksum (dataCrc32c)"),
         )
         .with_hint("the value was damaged on the way; try again"));
     }
@@ -347,7 +344,7 @@ fn error(name: &str, e: &google_cloud_gax::error::Error) -> BackendError {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let err =
-        BackendError::of(kind, format!("gcp: access {name}: {what}")).with_retry_after(retry_after);
+        BackendError::of(kind, format!("access {name}: {what}")).with_retry_after(retry_after);
     match kind {
         ErrorKind::Denied => err.with_hint(
             "grant the credentials `roles/secretmanager.secretAccessor` on the secret or project",
@@ -366,7 +363,7 @@ fn full_name(key: &str, version: Option<&str>) -> Result<String, BackendError> {
         BackendError::of(
             ErrorKind::Config,
             format!(
-                "gcp: `{}` is not a resource name `projects/P/secrets/S[/versions/V]`",
+                "`{}` is not a resource name `projects/P/secrets/S[/versions/V]`",
                 key.escape_default()
             ),
         )
@@ -390,7 +387,7 @@ fn full_name(key: &str, version: Option<&str>) -> Result<String, BackendError> {
     match (named_version, version) {
         (Some(_), Some(_)) => Err(BackendError::of(
             ErrorKind::Config,
-            format!("gcp: `{key}` names a version and `?version=` gives another; keep one"),
+            format!("`{key}` names a version and `?version=` gives another; keep one"),
         )),
         (Some(_), None) => Ok(key.to_owned()),
         (None, v) => Ok(format!("{key}/versions/{}", v.unwrap_or("latest"))),
@@ -412,7 +409,7 @@ fn check_segment(what: &str, value: &str) -> Result<(), BackendError> {
     Err(BackendError::of(
         ErrorKind::Config,
         format!(
-            "gcp: {what} `{}` may hold only letters, digits, `-` and `_`",
+            "{what} `{}` may hold only letters, digits, `-` and `_`",
             value.escape_default()
         ),
     ))
@@ -452,7 +449,7 @@ impl Backend for Gcp {
                 None => {
                     return Err(BackendError::of(
                         ErrorKind::Timeout,
-                        "gcp: no client before the deadline (--timeout)",
+                        "no client before the deadline (--timeout)",
                     ));
                 }
             };
