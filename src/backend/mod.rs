@@ -21,6 +21,8 @@
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod dotenv;
 pub mod env;
 pub mod files;
@@ -280,6 +282,9 @@ pub enum BackendConfig {
     Gcp(gcp::GcpConfig),
     #[cfg(not(feature = "gcp"))]
     Gcp(Unavailable),
+    #[cfg(feature = "azure")]
+    Azure(azure::AzureConfig),
+    #[cfg(not(feature = "azure"))]
     Azure(Unavailable),
 }
 
@@ -344,6 +349,9 @@ impl BackendConfig {
             BackendConfig::Gcp(c) => Box::new(gcp::Gcp::new(c, ctx)?),
             #[cfg(not(feature = "gcp"))]
             BackendConfig::Gcp(Unavailable) => return Err(Unavailable::error("gcp", "gcp")),
+            #[cfg(feature = "azure")]
+            BackendConfig::Azure(c) => Box::new(azure::Azure::new(c, ctx)?),
+            #[cfg(not(feature = "azure"))]
             BackendConfig::Azure(Unavailable) => return Err(Unavailable::error("azure", "azure")),
         })
     }
