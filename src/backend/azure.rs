@@ -14,9 +14,9 @@
 //!    as AKS sets them);
 //! 3. managed identity: App Service, Functions, Container Apps and Arc (`IDENTITY_ENDPOINT`),
 //!    or the instance metadata service, given one quick probe ([`IMDS_PROBE`]) so that off
-//!    Azure the chain moves on at once (`$AZURE_POD_IDENTITY_AUTHORITY_HOST` overrides the
-//!    probed address, as in Azure's other SDKs); `AZURE_CLIENT_ID` picks a user-assigned
-//!    identity;
+//!    Azure the chain moves on at once; `AZURE_CLIENT_ID` picks a user-assigned identity.
+//!    `$AZURE_POD_IDENTITY_AUTHORITY_HOST` moves the probe (as in Azure's other SDKs), but
+//!    not the SDK's own token request: azure_identity 1.0 always asks 169.254.169.254;
 //! 4. the Azure CLI (`az account get-access-token`), when `az` is on `PATH`.
 //!
 //! Workload identity uses the crate's `ClientAssertionCredential` with envrun's own reader
@@ -352,17 +352,31 @@ fn error(what: &str, e: &azure_core::Error) -> BackendError {
     }
 }
 
-/// The token scope for a vault URL: `https://vault.azure.net/.default` for
-/// `https://NAME.vault.azure.net` (and the same rule for other clouds and managed HSM).
+/// The token scope for a vault URL: the Key Vault domain of its cloud
+/// (`https://NAME.vault.azure.cn` -> `https://vault.azure.cn/.default`), else the public
+/// cloud's, which is what Key Vault's challenge asks for behind a private name too.
 fn scope_of(vault_url: &str) -> String {
+    const DOMAINS: &[&str] = &[
+        "vault.azure.net",
+        "vault.azure.cn",
+        "vault.usgovcloudapi.net",
+        "vault.microsoftazure.de",
+        "managedhsm.azure.net",
+        "managedhsm.azure.cn",
+        "managedhsm.usgovcloudapi.net",
+    ];
     let host = vault_url
         .split("://")
         .nth(1)
         .unwrap_or(vault_url)
         .split(['/', ':'])
         .next()
-        .unwrap_or_default();
-    let domain = host.split_once('.').map_or(host, |(_, rest)| rest);
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let domain = DOMAINS
+        .iter()
+        .find(|d| host.ends_with(&format!(".{d}")))
+        .unwrap_or(&DOMAINS[0]);
     format!("https://{domain}/.default")
 }
 
@@ -502,8 +516,7 @@ impl Chain {
                         .to_owned()
                 })
                 .unwrap_or_else(|| String::from("169.254.169.254:80"));
-            let probe = tokio::time::timeout(IMDS_PROBE, tokio::net::TcpStream::connect(&address));
-            if !matches!(probe.await, Ok(Ok(_))) {
+            if !imds_answers(&address).await {
                 skipped.push(format!(
                     "managed identity (no instance metadata service at {address})"
                 ));
@@ -537,6 +550,28 @@ impl Chain {
             AzureCliCredential::new(None).map_err(|e| config_error("the Azure CLI", &e))?;
         Ok(Some(credential))
     }
+}
+
+/// Whether an instance metadata service answers at `address` within [`IMDS_PROBE`]: an
+/// HTTP request without the `Metadata: true` header, which IMDS refuses at once with `400`
+/// (any answer counts), as Azure's other SDKs probe. A port that accepts and stays silent
+/// is no IMDS.
+async fn imds_answers(address: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        let host = address.split(':').next().unwrap_or(address);
+        stream
+            .write_all(
+                format!("GET /metadata/identity/oauth2/token HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut head = [0u8; 12];
+        let n = stream.read(&mut head).await?;
+        Ok::<bool, std::io::Error>(head[..n].starts_with(b"HTTP/"))
+    };
+    matches!(tokio::time::timeout(IMDS_PROBE, probe).await, Ok(Ok(true)))
 }
 
 /// `AZURE_TENANT_ID` and `AZURE_CLIENT_ID`, which `because` needs.
