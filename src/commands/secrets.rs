@@ -226,7 +226,7 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
     }
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
-    let previous = contents.secrets.insert(name.to_owned(), value);
+    let previous = contents.set(name, value);
     store::write(&loc.store, &key, &contents, &lock)?;
     let what = match previous {
         Some(_) => format!("updated `{name}` in"),
@@ -315,7 +315,7 @@ fn delete(loc: &Location, name: &str) -> Result<i32, Error> {
     check_name(name)?;
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, false, &lock)?;
-    if contents.secrets.remove(name).is_none() {
+    if contents.remove(name).is_none() {
         return Err(absent(loc, name));
     }
     store::write(&loc.store, &key, &contents, &lock)?;
@@ -374,12 +374,16 @@ fn import(loc: &Location, prefix: &str) -> Result<i32, Error> {
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
     let (mut added, mut updated, mut unchanged) = (0, 0, 0);
     for (name, value) in found {
+        // An unchanged value keeps its set time: rotation age is about the value.
         match contents.secrets.get(&name) {
             None => added += 1,
-            Some(old) if old.expose() == value.expose() => unchanged += 1,
+            Some(old) if old.expose() == value.expose() => {
+                unchanged += 1;
+                continue;
+            }
             Some(_) => updated += 1,
         }
-        contents.secrets.insert(name, value);
+        contents.set(&name, value);
     }
     if added + updated > 0 {
         store::write(&loc.store, &key, &contents, &lock)?;
@@ -599,7 +603,7 @@ fn generate(
             "pass --force to replace it with a new random value",
         ));
     }
-    contents.secrets.insert(name.to_owned(), value);
+    contents.set(name, value);
     store::write(&loc.store, &key, &contents, &lock)?;
     let charset = format!("{charset:?}").to_lowercase();
     ui::info(&format!(
