@@ -123,6 +123,16 @@ pub struct RunArgs {
     )]
     pub min_mask_len: usize,
 
+    /// Resolve everything and print what would run and which variables would be set (names
+    /// and sources, never values); do not start COMMAND. Exits 0, or 125 if a run would fail
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Append one JSON line per run to FILE (created 0600), or send it to the system log
+    /// with `syslog`; in addition to the manifest's `audit:`. A failing write stops the run
+    #[arg(long, env = "ENVRUN_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
     /// The command to run and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -133,6 +143,16 @@ pub enum Command {
     /// Manage the local encrypted store (secrets.json.enc + secrets.key)
     Secrets(SecretsArgs),
 
+    /// Resolve every reference as a run would and report what is wrong, never a value
+    ///
+    /// One line per variable: name, source, status and, for secrets, a masked preview (the
+    /// length and at most 2 leading characters). Findings: missing or failing references,
+    /// placeholder values, weak passwords and keys, credentials written in the manifest,
+    /// values too short to mask, variables defined twice, unused backends, and values older
+    /// than their `rotation:` policy. Exit 0 when nothing is an error, 1 when something is,
+    /// 125 when the manifest itself cannot be read.
+    Check(CheckArgs),
+
     /// Print a shell completion script
     Completions {
         /// The shell to generate for
@@ -142,6 +162,47 @@ pub enum Command {
     /// Print the man page (roff)
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest to check [default: ./envrun.yaml, if present]
+    #[arg(short, long, env = "ENVRUN_MANIFEST", value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+
+    /// Check the secrets of this tenant (as `envrun --tenant`)
+    #[arg(long, env = "ENVRUN_TENANT", value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// Print one JSON document (the shape is in the README) instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// A `.env.example`-style file: a secret whose value is still the example's is a
+    /// placeholder
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+
+    /// Show no preview of secret values, not even their length
+    #[arg(long)]
+    pub quiet_values: bool,
+
+    /// Treat warnings (unused backend, value too short to mask, no known age) as errors
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Do not check secret: references found in envrun's own environment
+    #[arg(long)]
+    pub no_inherit_refs: bool,
+
+    /// Values shorter than N bytes cannot be masked (as `envrun --min-mask-len`)
+    #[arg(
+        long,
+        env = "ENVRUN_MIN_MASK_LEN",
+        value_name = "N",
+        default_value_t = 4
+    )]
+    pub min_mask_len: usize,
 }
 
 #[derive(Debug, Args)]
@@ -200,9 +261,12 @@ pub enum SecretsCommand {
     },
     /// List the names in the store, sorted (never values)
     List {
-        /// Print a JSON array of names
+        /// Print JSON: an array of names, or with --long of objects
         #[arg(long)]
         json: bool,
+        /// Also show when each secret was last set, and its age
+        #[arg(short, long)]
+        long: bool,
     },
     /// Exit 0 if the secret exists, 1 if not; prints nothing
     Exists {

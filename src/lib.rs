@@ -4,7 +4,9 @@
 //! ([`manifest`]), resolve every reference ([`resolve`], [`backend`]), then start the
 //! command ([`launch`]). `main.rs` only turns the result into an exit status.
 
+pub mod audit;
 pub mod backend;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -40,6 +42,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Some(Command::Secrets(args)) => commands::secrets::run(args),
+        Some(Command::Check(args)) => commands::check::run(args),
         Some(Command::Completions { shell }) => commands::completions(shell),
         Some(Command::Man) => commands::man(),
         None => run_command(cli.run),
@@ -97,25 +100,44 @@ fn harden() {
     }
 }
 
-/// The main job: manifest, resolve, launch.
-fn run_command(args: RunArgs) -> Result<i32, Error> {
-    let manifest = Manifest::discover(args.manifest.as_deref())?;
+/// What a run (or `--dry-run`, or `envrun check`) resolves: the manifest, every request
+/// (the manifest's variables and references inherited from envrun's environment) and where
+/// backends are built. One function, so that `check` sees exactly what a run would.
+pub struct Prepared {
+    pub manifest: Manifest,
+    pub requests: Vec<resolve::Request>,
+    pub ctx: Context,
+    /// envrun's environment, less what it never passes on.
+    pub inherited: Vec<(OsString, OsString)>,
+    /// Inherited `NAME=secret:...` references that the manifest overrides with its own `NAME`.
+    pub shadowed: Vec<String>,
+}
+
+/// Reads the environment and the tenant for `manifest`; see [`Prepared`].
+pub fn prepare(
+    manifest: Manifest,
+    tenant: Option<&str>,
+    inherit_refs: bool,
+) -> Result<Prepared, Error> {
     let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
         .collect();
 
     let mut requests = Vec::new();
-    if !args.no_inherit_refs && !args.clean_env {
+    let mut shadowed = Vec::new();
+    if inherit_refs {
         let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-        requests.extend(
-            resolve::inherited_requests(&inherited)?
-                .into_iter()
-                .filter(|(name, _)| !sets(name)),
-        );
+        for (name, parts) in resolve::inherited_requests(&inherited)? {
+            if sets(&name) {
+                shadowed.push(name);
+            } else {
+                requests.push((name, parts));
+            }
+        }
     }
     requests.extend(manifest.environment.iter().cloned());
 
-    let tenant = backend::tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
+    let tenant = backend::tenant::choose(tenant, manifest.tenant.as_deref());
     if let Some(t) = &tenant {
         backend::tenant::check(t).map_err(Error::Usage)?;
     }
@@ -123,11 +145,95 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
         base_dir: manifest.base_dir.clone(),
         tenant,
     };
-    let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
+    Ok(Prepared {
+        manifest,
+        requests,
+        ctx,
+        inherited,
+        shadowed,
+    })
+}
+
+/// The audit targets of a run: the manifest's `audit:` and `--audit-log`/`$ENVRUN_AUDIT_LOG`.
+fn audit_targets(manifest: &Manifest, cli: Option<&std::path::Path>) -> Vec<audit::Target> {
+    let mut targets = Vec::new();
+    if let Some(a) = &manifest.audit {
+        targets.push(audit::Target {
+            path: a.path.clone(),
+            required: a.required,
+        });
+    }
+    if let Some(path) = cli.filter(|p| !p.as_os_str().is_empty()) {
+        let path = if path == std::path::Path::new(audit::SYSLOG) {
+            path.to_owned()
+        } else {
+            std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+        };
+        if !targets.iter().any(|t| t.path == path) {
+            // The command line has no `required: false`: what a user asks for, they get.
+            targets.push(audit::Target {
+                path,
+                required: true,
+            });
+        }
+    }
+    targets
+}
+
+/// The main job: manifest, resolve, launch.
+fn run_command(args: RunArgs) -> Result<i32, Error> {
+    let manifest = Manifest::discover(args.manifest.as_deref())?.for_run()?;
+    let targets = if args.dry_run {
+        Vec::new()
+    } else {
+        audit_targets(&manifest, args.audit_log.as_deref())
+    };
+    let record_argv = manifest.audit.as_ref().is_some_and(|a| a.argv);
+    // Opened before anything is resolved: a log that cannot be written stops the run here.
+    let mut audit = audit::Audit::open(&targets, record_argv)?;
+    if let Some(a) = audit.as_mut() {
+        a.command = args
+            .command
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        a.manifest = manifest.path.clone();
+    }
+    let inherit_refs = !args.no_inherit_refs && !args.clean_env;
+    let prepared = match prepare(manifest, args.tenant.as_deref(), inherit_refs) {
+        Ok(p) => p,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
+    if let Some(a) = audit.as_mut() {
+        a.tenant = prepared.ctx.tenant.clone();
+    }
+    let outcome =
+        resolve::resolve_each(&prepared.manifest, &prepared.requests, &prepared.ctx, false);
+    if let Some(a) = audit.as_mut() {
+        a.variables = outcome
+            .vars
+            .iter()
+            .filter(|v| v.name != "-")
+            .map(|v| audit::Variable::new(&v.name, &v.sources))
+            .collect();
+    }
+    let sources: Vec<(String, Vec<resolve::Source>)> = if args.dry_run {
+        outcome
+            .vars
+            .iter()
+            .map(|v| (v.name.clone(), v.sources.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let resolved = match resolve::into_resolved(outcome) {
+        Ok(r) => r,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
 
     let mut env: Vec<(OsString, Secret)> =
-        Vec::with_capacity(inherited.len() + resolved.vars.len());
-    for (name, value) in inherited {
+        Vec::with_capacity(prepared.inherited.len() + resolved.vars.len());
+    for (name, value) in prepared.inherited {
         // A variable a backend read a secret from stays behind; the manifest's own variables
         // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
         let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
@@ -136,6 +242,7 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
             env.push((name, Secret::from_vec(value.into_encoded_bytes())));
         }
     }
+    let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
     for (name, value) in resolved.vars {
         env.push((OsString::from(name), value.bytes));
     }
@@ -143,13 +250,54 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
         mask_with: args.mask_with,
         min_len: args.min_mask_len,
     };
-    let scrubber = launch::scrubber(&resolved.masks, &opts, !args.no_mask)?;
+    let scrubber = match launch::scrubber(&resolved.masks, &opts, !args.no_mask) {
+        Ok(s) => s,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
     drop(resolved.masks);
-    let plan = launch::Plan {
+    let mut plan = launch::Plan {
         argv: args.command,
         env,
         scrubber,
         mask: !args.no_mask,
+        on_exit: None,
     };
+    if args.dry_run {
+        return commands::dry_run::print(&plan, &sources, &removed, &prepared.manifest);
+    }
+    if let Some(a) = audit {
+        if plan.supervised() {
+            plan.on_exit = Some(Box::new(move |status| {
+                let outcome = match status {
+                    launch::Status::Exited(code) => audit::Outcome::Exited { code },
+                    launch::Status::Signaled(signal) => audit::Outcome::Signaled {
+                        signal,
+                        name: audit::signal_name(signal),
+                    },
+                };
+                // The command has run: its status stands, and the failure is reported.
+                if let Err(e) = a.record(&outcome) {
+                    ui::error(&e);
+                }
+            }));
+        } else {
+            // exec: envrun is about to be replaced, so the record is written now, and a
+            // failure still stops the command.
+            a.record(&audit::Outcome::Exec)?;
+        }
+    }
     launch::launch(plan)
+}
+
+/// Records that the command was not started because of `err` (when auditing), and returns
+/// the error to report. A failing record is reported too, after it.
+fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
+    if let Some(a) = audit {
+        let error = err.to_string();
+        if let Err(e) = a.record(&audit::Outcome::NotStarted { error }) {
+            ui::error(&err);
+            return e;
+        }
+    }
+    err
 }

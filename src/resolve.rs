@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::time::SystemTime;
 
 use crate::backend::{Backend, BackendConfig, BackendError, Context, Lookup, LookupResult};
 use crate::error::{Error, Failure};
@@ -34,35 +35,195 @@ pub struct Resolved {
     pub consumed: BTreeSet<String>,
 }
 
-/// Resolves `requests` against the backends of `manifest`.
+/// Resolves `requests` against the backends of `manifest`: every value, or every failure.
 pub fn resolve(
     manifest: &Manifest,
     requests: &[Request],
     ctx: &Context,
 ) -> Result<Resolved, Error> {
-    let mut failures = Vec::new();
-    let mut hints = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
-    if !failures.is_empty() {
-        // Unknown backends or parameters: nothing was fetched.
-        return Err(Error::Resolve { failures, hints });
-    }
+    into_resolved(resolve_each(manifest, requests, ctx, false))
+}
+
+/// All values of `outcome`, or all its failures.
+pub fn into_resolved(outcome: Outcome) -> Result<Resolved, Error> {
+    let Outcome {
+        vars,
+        consumed,
+        hints,
+    } = outcome;
     let mut resolved = Resolved {
-        consumed: fetched.consumed.clone(),
+        consumed,
         ..Resolved::default()
     };
+    let mut failures = Vec::new();
+    for var in vars {
+        match var.result {
+            Ok(value) => {
+                resolved
+                    .masks
+                    .extend(var.masks.into_iter().map(|m| (var.name.clone(), m)));
+                resolved.vars.push((var.name, value));
+            }
+            Err(f) => failures.extend(f),
+        }
+    }
+    if failures.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(Error::Resolve { failures, hints })
+    }
+}
+
+/// What resolution found for every variable, failed or not: what [`resolve`] turns into
+/// all values or all failures, and what `envrun check` reports one by one.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One entry per request, in request order.
+    pub vars: Vec<VarOutcome>,
+    /// See [`Resolved::consumed`].
+    pub consumed: BTreeSet<String>,
+    /// What to try, once each, for the failures.
+    pub hints: Vec<String>,
+}
+
+/// One variable: where its value comes from, and the value or why it failed.
+#[derive(Debug)]
+pub struct VarOutcome {
+    pub name: String,
+    /// Each reference in the value, in order (none for a literal).
+    pub sources: Vec<Source>,
+    pub result: Result<Value, Vec<Failure>>,
+    /// The values to mask for this variable (each secret part, and an interpolated whole).
+    pub masks: Vec<Secret>,
+}
+
+/// One reference of a variable, by name only: what dry runs, `check` and the audit log show.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The reference as written (`secret@prod:apps/billing#password`, `env:HOME`).
+    pub reference: String,
+    /// `secret`, `file` or `env`.
+    pub kind: &'static str,
+    /// The backend's name for `secret:` (`default` for `secrets:`).
+    pub backend: Option<String>,
+    /// The backend's type (`local`, `vault`, ...), when it was built.
+    pub backend_kind: Option<&'static str>,
+    /// The key (`secret:`), path (`file:`) or variable (`env:`).
+    pub key: String,
+    /// When the value was last changed, as far as the backend knows.
+    pub age: Age,
+}
+
+/// What is known about when a value was last changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// The backend recorded this time.
+    At(SystemTime),
+    /// The backend records times, but has none for this value (a store entry written
+    /// before envrun recorded them, a Vault KV v1 secret).
+    NotRecorded,
+    /// The backend keeps no change times ([`Backend::reports_age`] is false), or the
+    /// value did not come from a backend (`env:`, `file:`).
+    NotKept,
+    /// The value was not found, so it has no age.
+    Unknown,
+}
+
+impl Source {
+    fn of(reference: &Reference) -> Source {
+        let (kind, backend, key) = match reference {
+            Reference::Secret(r) => ("secret", Some(backend_name(r).to_owned()), r.key.clone()),
+            Reference::Env(v) => ("env", None, v.clone()),
+            Reference::File(p) => ("file", None, p.clone()),
+        };
+        Source {
+            reference: reference.to_string(),
+            kind,
+            backend,
+            backend_kind: None,
+            key,
+            age: Age::NotKept,
+        }
+    }
+}
+
+/// Resolves every request and reports each one, failed or not. With `fetch_all`, backends
+/// are asked for the keys of every valid reference even when another reference names an
+/// unknown backend or parameter (`check` wants every finding); a run stops before fetching.
+pub fn resolve_each(
+    manifest: &Manifest,
+    requests: &[Request],
+    ctx: &Context,
+    fetch_all: bool,
+) -> Outcome {
+    let mut failures = Vec::new();
+    let mut hints = Vec::new();
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, fetch_all);
+    // A run stops before fetching when a reference names an unknown backend or parameter:
+    // only those failures are reported, and no other variable is evaluated.
+    let stopped = !failures.is_empty() && !fetch_all;
+    let mut outcome = Outcome {
+        consumed: fetched.consumed.clone(),
+        ..Outcome::default()
+    };
     for (var, parts) in requests {
+        let mut sources = Vec::new();
         let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
-        let mut ok = true;
+        // Unknown backends or parameters, found before anything was fetched.
+        let mut failed: Vec<Failure> = failures
+            .iter()
+            .filter(|f: &&Failure| f.var == *var)
+            .map(|f| Failure {
+                var: f.var.clone(),
+                reference: f.reference.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect();
+        if stopped {
+            outcome.vars.push(VarOutcome {
+                name: var.clone(),
+                sources: parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Ref(r) => Some(Source::of(r)),
+                        Part::Literal(_) => None,
+                    })
+                    .collect(),
+                result: Err(failed),
+                masks: Vec::new(),
+            });
+            continue;
+        }
         for part in parts {
+            let Part::Ref(reference) = part else {
+                if let Ok(v) = evaluate(part, &fetched, ctx) {
+                    pieces.push(v);
+                }
+                continue;
+            };
+            let mut source = Source::of(reference);
+            if let Reference::Secret(r) = reference
+                && let Some(backend) = fetched.backends.get(backend_name(r))
+            {
+                source.backend_kind = Some(backend.kind());
+            }
+            if !failed.is_empty() && failed.iter().any(|f| f.reference == source.reference) {
+                source.age = Age::Unknown;
+                sources.push(source);
+                continue;
+            }
             match evaluate(part, &fetched, ctx) {
-                Ok(v) => pieces.push(v),
+                Ok(v) => {
+                    source.age = age_of(reference, &fetched);
+                    pieces.push(v);
+                }
                 Err(Failed {
                     reference,
                     reason,
                     hint,
                 }) => {
-                    failures.push(Failure {
+                    source.age = Age::Unknown;
+                    failed.push(Failure {
                         var: var.clone(),
                         reference,
                         reason,
@@ -70,26 +231,67 @@ pub fn resolve(
                     if let Some(h) = hint.filter(|h| !hints.contains(h)) {
                         hints.push(h);
                     }
-                    ok = false;
                 }
             }
+            sources.push(source);
         }
-        if !ok {
+        if !failed.is_empty() {
+            outcome.vars.push(VarOutcome {
+                name: var.clone(),
+                sources,
+                result: Err(failed),
+                masks: Vec::new(),
+            });
             continue;
         }
         let value = join(&pieces);
-        for piece in pieces.iter().filter(|p| p.sensitive) {
-            resolved.masks.push((var.clone(), piece.bytes.clone()));
-        }
+        let mut masks: Vec<Secret> = pieces
+            .iter()
+            .filter(|p| p.sensitive)
+            .map(|p| p.bytes.clone())
+            .collect();
         if pieces.len() > 1 && value.sensitive {
-            resolved.masks.push((var.clone(), value.bytes.clone()));
+            masks.push(value.bytes.clone());
         }
-        resolved.vars.push((var.clone(), value));
+        outcome.vars.push(VarOutcome {
+            name: var.clone(),
+            sources,
+            result: Ok(value),
+            masks,
+        });
     }
-    if failures.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(Error::Resolve { failures, hints })
+    // A failure not tied to one variable (a backend that answered wrongly).
+    for f in failures.into_iter().filter(|f| f.var == "-") {
+        outcome.vars.push(VarOutcome {
+            name: f.var.clone(),
+            sources: Vec::new(),
+            result: Err(vec![f]),
+            masks: Vec::new(),
+        });
+    }
+    outcome.hints = hints;
+    outcome
+}
+
+/// The age of a resolved reference, from what its backend found.
+fn age_of(reference: &Reference, fetched: &Fetched) -> Age {
+    let Reference::Secret(r) = reference else {
+        return Age::NotKept;
+    };
+    let name = backend_name(r);
+    let Some(backend) = fetched.backends.get(name) else {
+        return Age::Unknown;
+    };
+    if !backend.reports_age() {
+        return Age::NotKept;
+    }
+    let lookup = Lookup {
+        key: r.key.clone(),
+        params: r.params.clone(),
+    };
+    match fetched.results.get(&(name.to_owned(), lookup)) {
+        Some(Ok(Some(found))) => found.updated().map_or(Age::NotRecorded, Age::At),
+        _ => Age::Unknown,
     }
 }
 
@@ -140,6 +342,7 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
+    fetch_all: bool,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
@@ -194,7 +397,7 @@ fn fetch_secrets(
     let mut results = BTreeMap::new();
     let mut failed = BTreeMap::new();
     let mut consumed = BTreeSet::new();
-    if failures.is_empty() {
+    if failures.is_empty() || fetch_all {
         for (name, lookups) in &wanted {
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));

@@ -1,5 +1,7 @@
 //! Subcommands other than running a command: `secrets`, `completions`, `man`.
 
+pub mod check;
+pub mod dry_run;
 pub mod secrets;
 
 use std::io::Write;

@@ -41,7 +41,7 @@ pub fn run(args: SecretsArgs) -> Result<i32, Error> {
         SecretsCommand::Init => init(&loc),
         SecretsCommand::Set { name, value } => set(&loc, &name, value),
         SecretsCommand::Get { name, reveal } => get(&loc, &name, reveal),
-        SecretsCommand::List { json } => list(&loc, json),
+        SecretsCommand::List { json, long } => list(&loc, json, long),
         SecretsCommand::Exists { name } => exists(&loc, &name),
         SecretsCommand::Delete { name } => delete(&loc, &name),
         SecretsCommand::Import { prefix } => import(&loc, &prefix),
@@ -284,9 +284,12 @@ fn get(loc: &Location, name: &str, reveal: bool) -> Result<i32, Error> {
     write_stdout(format!("{}\n", masked(text)).as_bytes())
 }
 
-fn list(loc: &Location, json: bool) -> Result<i32, Error> {
+fn list(loc: &Location, json: bool, long: bool) -> Result<i32, Error> {
     let opened = local::open_store(&loc.store, &loc.key)?;
     let names: Vec<&String> = opened.contents.secrets.keys().collect();
+    if long {
+        return list_long(&opened.contents, json);
+    }
     let out = if json {
         let mut s =
             serde_json::to_string(&names).map_err(|e| Error::io("encode JSON", e.into()))?;
@@ -299,6 +302,64 @@ fn list(loc: &Location, json: bool) -> Result<i32, Error> {
             .collect()
     };
     write_stdout(out.as_bytes())
+}
+
+/// `list --long`: each name with when it was last set and its age (never a value).
+fn list_long(contents: &Contents, json: bool) -> Result<i32, Error> {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        name: &'a str,
+        /// RFC 3339, or `null` for a secret set before envrun recorded times.
+        updated: Option<String>,
+        age_seconds: Option<u64>,
+    }
+    let now = std::time::SystemTime::now();
+    let entries: Vec<Entry> = contents
+        .secrets
+        .keys()
+        .map(|name| {
+            let t = contents.updated.get(name);
+            Entry {
+                name,
+                updated: t.map(|t| humantime::format_rfc3339_seconds(*t).to_string()),
+                age_seconds: t.map(|t| now.duration_since(*t).unwrap_or_default().as_secs()),
+            }
+        })
+        .collect();
+    if json {
+        let mut s =
+            serde_json::to_string(&entries).map_err(|e| Error::io("encode JSON", e.into()))?;
+        s.push('\n');
+        return write_stdout(s.as_bytes());
+    }
+    let width = entries
+        .iter()
+        .map(|e| e.name.len())
+        .chain(std::iter::once(4))
+        .max()
+        .unwrap_or(4);
+    let mut out = format!("{:width$}  {:20}  AGE\n", "NAME", "LAST SET");
+    for e in &entries {
+        let (when, age) = match (&e.updated, e.age_seconds) {
+            (Some(t), Some(a)) => (t.clone(), age(a)),
+            _ => (String::from("-"), String::from("(not recorded)")),
+        };
+        out.push_str(&format!(
+            "{:width$}  {when:20}  {age}\n",
+            ui::sanitize(e.name)
+        ));
+    }
+    write_stdout(out.as_bytes())
+}
+
+/// An age in the largest whole unit: `3d`, `5h`, `12m`, `40s`.
+fn age(secs: u64) -> String {
+    match secs {
+        86_400.. => format!("{}d", secs / 86_400),
+        3600.. => format!("{}h", secs / 3600),
+        60.. => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
 }
 
 fn exists(loc: &Location, name: &str) -> Result<i32, Error> {

@@ -36,6 +36,21 @@ pub struct Plan {
     pub scrubber: Option<Arc<Scrubber>>,
     /// Whether the child's output is masked (false with `--no-mask`).
     pub mask: bool,
+    /// Called with how the child ended, in supervise mode, before envrun ends the same way
+    /// (the audit log records it here: after a signal death envrun re-raises the signal).
+    pub on_exit: Option<OnExit>,
+}
+
+/// See [`Plan::on_exit`].
+pub type OnExit = Box<dyn FnOnce(Status)>;
+
+pub use supervise::Status;
+
+impl Plan {
+    /// Whether envrun stays as the command's parent (supervise) rather than exec'ing it.
+    pub fn supervised(&self) -> bool {
+        matches!(Mode::of(self), Mode::Supervise(_))
+    }
 }
 
 /// How the child runs.
@@ -110,7 +125,7 @@ pub fn launch(plan: Plan) -> Result<i32, Error> {
     match mode {
         Mode::Exec => Err(exec::exec(&plan.argv, &block)),
         Mode::Supervise(scrubber) => {
-            supervise::supervise(&plan.argv, block, &scrubber, ChildStdio::of())
+            supervise::supervise(&plan.argv, block, &scrubber, ChildStdio::of(), plan.on_exit)
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn supervise(
     env: EnvBlock,
     scrubber: &Arc<Scrubber>,
     stdio: ChildStdio,
+    on_exit: Option<super::OnExit>,
 ) -> Result<i32, Error> {
     let command = Program::prepare(argv, &env)?;
     let blocked = signals::block()?;
@@ -63,6 +64,9 @@ pub fn supervise(
     drop(exited_w);
     // The pump thread only reads and writes; it cannot panic on bad input.
     let _ = pump.join();
+    if let Some(f) = on_exit {
+        f(status);
+    }
     Ok(end_like(status))
 }
 
