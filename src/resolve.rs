@@ -123,7 +123,8 @@ pub enum Age {
     /// before envrun recorded them, a Vault KV v1 secret).
     NotRecorded,
     /// The backend keeps no change times ([`Backend::reports_age`] is false), or the
-    /// value did not come from a backend (`env:`, `file:`).
+    /// value came from envrun's environment (`env:`). A `file:` value's age is the file's
+    /// modification time.
     NotKept,
     /// The value was not found, so it has no age.
     Unknown,
@@ -214,7 +215,7 @@ pub fn resolve_each(
             }
             match evaluate(part, &fetched, ctx) {
                 Ok(v) => {
-                    source.age = age_of(reference, &fetched);
+                    source.age = age_of(reference, &fetched, ctx);
                     pieces.push(v);
                 }
                 Err(Failed {
@@ -273,10 +274,16 @@ pub fn resolve_each(
     outcome
 }
 
-/// The age of a resolved reference, from what its backend found.
-fn age_of(reference: &Reference, fetched: &Fetched) -> Age {
-    let Reference::Secret(r) = reference else {
-        return Age::NotKept;
+/// The age of a resolved reference: what its backend found, or a file's modification time.
+fn age_of(reference: &Reference, fetched: &Fetched, ctx: &Context) -> Age {
+    let r = match reference {
+        Reference::Secret(r) => r,
+        Reference::File(path) => {
+            return std::fs::metadata(ctx.base_dir.join(path))
+                .and_then(|m| m.modified())
+                .map_or(Age::NotRecorded, Age::At);
+        }
+        Reference::Env(_) => return Age::NotKept,
     };
     let name = backend_name(r);
     let Some(backend) = fetched.backends.get(name) else {
