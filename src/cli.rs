@@ -15,7 +15,9 @@ macro_rules! examples {
         "  envrun -- ./backup.sh                    run with the variables of ./envrun.yaml
   envrun -m deploy/envrun.yaml -- make     use another manifest
   API_KEY=secret:API_KEY envrun -- app     resolve a reference from the environment
-  printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)"
+  printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)
+  envrun check                             report missing, weak and overdue secrets
+  envrun --dry-run -- ./backup.sh          show what would run, start nothing"
     };
 }
 
@@ -23,7 +25,9 @@ macro_rules! exit_status {
     () => {
         "The command's own status. 125 if envrun fails (the command was not started), 126 if the
 command cannot be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is
-no (`exists`, `get` or `delete` of a missing name), 125 on errors."
+no (`exists`, `get` or `delete` of a missing name), 125 on errors. `envrun check`: 0, 1 when
+a finding is an error, 125 when the manifest cannot be read. `--dry-run`: 0, or 125 when a
+run would fail."
     };
 }
 

@@ -217,11 +217,11 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
             .map(|v| audit::Variable::new(&v.name, &v.sources))
             .collect();
     }
-    let sources: Vec<(String, Vec<resolve::Source>)> = if args.dry_run {
+    let sources: Vec<(String, String)> = if args.dry_run {
         outcome
             .vars
             .iter()
-            .map(|v| (v.name.clone(), v.sources.clone()))
+            .map(|v| (v.name.clone(), v.describe()))
             .collect()
     } else {
         Vec::new()

@@ -95,6 +95,27 @@ pub struct VarOutcome {
     pub result: Result<Value, Vec<Failure>>,
     /// The values to mask for this variable (each secret part, and an interpolated whole).
     pub masks: Vec<Secret>,
+    /// Whether the value has literal text (a plain value, or references inside a template).
+    pub literal: bool,
+}
+
+impl VarOutcome {
+    /// Where the value comes from, by reference only: `secret:API_KEY`,
+    /// `template with secret:A + env:B`, or `(literal)`. Literal text is never shown: it may be
+    /// a credential pasted into the manifest.
+    pub fn describe(&self) -> String {
+        let refs = self
+            .sources
+            .iter()
+            .map(|s| s.reference.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        match (refs.is_empty(), self.literal) {
+            (true, _) => String::from("(literal)"),
+            (false, false) => refs,
+            (false, true) => format!("template with {refs}"),
+        }
+    }
 }
 
 /// One reference of a variable, by name only: what dry runs, `check` and the audit log show.
@@ -182,6 +203,7 @@ pub fn resolve_each(
             .collect();
         if stopped {
             outcome.vars.push(VarOutcome {
+                literal: has_literal(parts),
                 name: var.clone(),
                 sources: parts
                     .iter()
@@ -238,6 +260,7 @@ pub fn resolve_each(
         }
         if !failed.is_empty() {
             outcome.vars.push(VarOutcome {
+                literal: has_literal(parts),
                 name: var.clone(),
                 sources,
                 result: Err(failed),
@@ -255,6 +278,7 @@ pub fn resolve_each(
             masks.push(value.bytes.clone());
         }
         outcome.vars.push(VarOutcome {
+            literal: has_literal(parts),
             name: var.clone(),
             sources,
             result: Ok(value),
@@ -264,6 +288,7 @@ pub fn resolve_each(
     // A failure not tied to one variable (a backend that answered wrongly).
     for f in failures.into_iter().filter(|f| f.var == "-") {
         outcome.vars.push(VarOutcome {
+            literal: false,
             name: f.var.clone(),
             sources: Vec::new(),
             result: Err(vec![f]),
@@ -272,6 +297,10 @@ pub fn resolve_each(
     }
     outcome.hints = hints;
     outcome
+}
+
+fn has_literal(parts: &[Part]) -> bool {
+    parts.iter().any(|p| matches!(p, Part::Literal(_)))
 }
 
 /// The age of a resolved reference: what its backend found, or a file's modification time.

@@ -47,7 +47,7 @@ pub struct Finding {
 #[derive(Debug, Serialize)]
 struct VarReport {
     name: String,
-    /// The references, joined with ` + `, or `(literal)`.
+    /// Where the value comes from ([`VarOutcome::describe`]).
     source: String,
     status: &'static str,
     /// Whether the value is secret (from `secret:` or `file:`).
@@ -222,15 +222,7 @@ fn check_var(
             hint,
         });
     };
-    let source = if var.sources.is_empty() {
-        String::from("(literal)")
-    } else {
-        var.sources
-            .iter()
-            .map(|s| s.reference.as_str())
-            .collect::<Vec<_>>()
-            .join(" + ")
-    };
+    let source = var.describe();
     let mut report = VarReport {
         name: name.clone(),
         source,

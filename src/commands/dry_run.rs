@@ -8,13 +8,13 @@
 use crate::error::Error;
 use crate::launch::Plan;
 use crate::manifest::Manifest;
-use crate::resolve::Source;
 use crate::ui;
 
-/// Prints the dry-run report for `plan` to stdout and returns exit status 0.
+/// Prints the dry-run report for `plan` to stdout and returns exit status 0. `vars` are
+/// each variable's name and [`crate::resolve::VarOutcome::describe`].
 pub fn print(
     plan: &Plan,
-    vars: &[(String, Vec<Source>)],
+    vars: &[(String, String)],
     removed: &[String],
     manifest: &Manifest,
 ) -> Result<i32, Error> {
@@ -43,20 +43,11 @@ pub fn print(
     ));
     let width = vars.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     out.push_str(&format!("variables set ({}):\n", vars.len()));
-    for (name, sources) in vars {
-        let from = if sources.is_empty() {
-            String::from("(literal)")
-        } else {
-            sources
-                .iter()
-                .map(|s| s.reference.as_str())
-                .collect::<Vec<_>>()
-                .join(" + ")
-        };
+    for (name, from) in vars {
         out.push_str(&format!(
             "  {:width$}  {}\n",
             ui::sanitize(name),
-            ui::sanitize(&from)
+            ui::sanitize(from)
         ));
     }
     if !removed.is_empty() {
