@@ -22,6 +22,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A bug in envrun (a panic, a broken invariant).
+    #[error("{0}")]
+    Internal(String),
+
     /// A command line clap rejected, with clap's suggestions.
     #[error("{message}")]
     Cli { message: String, tips: Vec<String> },
@@ -104,6 +108,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Usage(_) => "run `envrun --help` for usage".into(),
+            Error::Internal(_) => "please report this bug (the message above names no value)".into(),
             Error::Cli { tips, .. } if !tips.is_empty() => tips.join("\n"),
             Error::Cli { .. } => "run `envrun --help` for usage".into(),
             Error::ManifestNotFound(_) => {
@@ -118,7 +123,7 @@ impl Error {
                 "the command was not started; fix the references above (for the local store, `envrun secrets list` shows what it holds)".into()
             }
             Error::Store(e) => return e.hint(),
-            Error::Backend(e) => return e.hint.clone(),
+            Error::Backend(e) => return e.hint_or_default(),
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
             Error::Scrub(_) => {

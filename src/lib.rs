@@ -17,6 +17,7 @@ pub mod resolve;
 pub mod scrub;
 pub mod secret;
 pub mod store;
+pub mod timeout;
 pub mod ui;
 
 use std::ffi::OsString;
@@ -95,6 +96,17 @@ fn usage_error(e: clap::Error) -> i32 {
 /// Marks the process non-dumpable: no core file and no ptrace by other processes of the same
 /// user while envrun holds secrets. exec resets this for the command.
 fn harden() {
+    // A panic message could hold anything the code had at hand, a value included: say where
+    // it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        ui::error(&Error::Internal(format!(
+            "internal error{at} (a bug in envrun; its message is not shown, as it could hold a secret)"
+        )));
+    }));
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ui::warn(&format!("could not mark the process non-dumpable: {e}"));
     }
@@ -114,9 +126,11 @@ pub struct Prepared {
 }
 
 /// Reads the environment and the tenant for `manifest`; see [`Prepared`].
+/// `timeout` is `--timeout`; the manifest's `timeout:` and then the default apply without it.
 pub fn prepare(
     manifest: Manifest,
     tenant: Option<&str>,
+    timeout: Option<std::time::Duration>,
     inherit_refs: bool,
 ) -> Result<Prepared, Error> {
     let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
@@ -141,9 +155,11 @@ pub fn prepare(
     if let Some(t) = &tenant {
         backend::tenant::check(t).map_err(Error::Usage)?;
     }
+    let timeout = timeout.or(manifest.timeout).unwrap_or(timeout::DEFAULT);
     let ctx = Context {
         base_dir: manifest.base_dir.clone(),
         tenant,
+        deadline: std::time::Instant::now() + timeout,
     };
     Ok(Prepared {
         manifest,
@@ -200,7 +216,7 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
         a.manifest = manifest.path.clone();
     }
     let inherit_refs = !args.no_inherit_refs && !args.clean_env;
-    let prepared = match prepare(manifest, args.tenant.as_deref(), inherit_refs) {
+    let prepared = match prepare(manifest, args.tenant.as_deref(), args.timeout, inherit_refs) {
         Ok(p) => p,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };

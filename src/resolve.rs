@@ -180,7 +180,14 @@ pub fn resolve_each(
 ) -> Outcome {
     let mut failures = Vec::new();
     let mut hints = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, fetch_all);
+    let fetched = fetch_secrets(
+        manifest,
+        requests,
+        ctx,
+        &mut failures,
+        &mut hints,
+        fetch_all,
+    );
     // A run stops before fetching when a reference names an unknown backend or parameter:
     // only those failures are reported, and no other variable is evaluated.
     let stopped = !failures.is_empty() && !fetch_all;
@@ -378,6 +385,7 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
+    hints: &mut Vec<String>,
     fetch_all: bool,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
@@ -403,6 +411,9 @@ fn fetch_secrets(
                 }
                 Err(e) => {
                     failures.push(fail(format!("backend `{name}`: {e}")));
+                    if let Some(h) = e.hint_or_default().filter(|h| !hints.contains(h)) {
+                        hints.push(h);
+                    }
                     continue;
                 }
             }
@@ -438,19 +449,33 @@ fn fetch_secrets(
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));
         }
+        // One thread per backend, all joined before this returns (scoped). A backend that
+        // panics is reported as failed, never silently dropped: the run must not go on
+        // without its values.
         let answers: Vec<Answer> = std::thread::scope(|s| {
             let handles: Vec<_> = wanted
                 .into_iter()
                 .map(|(name, lookups)| {
                     let backend = &backends[&name];
                     let lookups: Vec<Lookup> = lookups.into_iter().collect();
-                    s.spawn(move || {
-                        let answer = backend.fetch(&lookups);
-                        (name, lookups, answer)
-                    })
+                    let handle = s.spawn({
+                        let lookups = lookups.clone();
+                        move || backend.fetch(&lookups)
+                    });
+                    (name, lookups, handle)
                 })
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            handles
+                .into_iter()
+                .map(|(name, lookups, handle)| {
+                    let answer = handle.join().unwrap_or_else(|_| {
+                        Err(BackendError::new(
+                            "failed while fetching (it panicked: a bug in envrun, please report it)",
+                        ))
+                    });
+                    (name, lookups, answer)
+                })
+                .collect()
         });
         for (name, lookups, answer) in answers {
             match answer {
@@ -506,7 +531,7 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
     let fail_with = |e: &BackendError, label: &str| Failed {
         reference: reference.to_string(),
         reason: format!("{label}: {e}"),
-        hint: e.hint.clone(),
+        hint: e.hint_or_default(),
     };
     match reference {
         Reference::Secret(r) => {

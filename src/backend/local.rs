@@ -143,8 +143,8 @@ impl Backend for Local {
         let to_err = |e: store::StoreError| {
             let hint = e.hint();
             BackendError {
-                message: e.to_string(),
                 hint,
+                ..BackendError::new(e.to_string())
             }
         };
         // The decrypted contents are wiped when they go out of scope here.

@@ -80,7 +80,12 @@ pub fn run(args: CheckArgs) -> Result<i32, Error> {
         Some(path) => Some(read_template(path)?),
         None => None,
     };
-    let prepared = crate::prepare(manifest, args.tenant.as_deref(), !args.no_inherit_refs)?;
+    let prepared = crate::prepare(
+        manifest,
+        args.tenant.as_deref(),
+        args.timeout,
+        !args.no_inherit_refs,
+    )?;
     let outcome =
         resolve::resolve_each(&prepared.manifest, &prepared.requests, &prepared.ctx, true);
     // Everything printed below also passes through a masker of every value found: a last

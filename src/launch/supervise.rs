@@ -50,6 +50,7 @@ pub fn supervise(
     on_exit: Option<super::OnExit>,
 ) -> Result<i32, Error> {
     let command = Program::prepare(argv, &env)?;
+    super::threads::ensure_single()?;
     let blocked = signals::block()?;
     signals::default_sigchld();
     let sfd = signals::signalfd()?;
