@@ -123,7 +123,12 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
         base_dir: manifest.base_dir.clone(),
         tenant,
     };
-    let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
+    let mut warnings = Vec::new();
+    let resolved = resolve::resolve(&manifest, &requests, &ctx, &mut warnings);
+    for warning in &warnings {
+        ui::warn(warning);
+    }
+    let resolved = resolved?;
 
     let mut env: Vec<(OsString, Secret)> =
         Vec::with_capacity(inherited.len() + resolved.vars.len());

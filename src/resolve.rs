@@ -34,15 +34,18 @@ pub struct Resolved {
     pub consumed: BTreeSet<String>,
 }
 
-/// Resolves `requests` against the backends of `manifest`.
+/// Resolves `requests` against the backends of `manifest`. What backends warn about
+/// ([`Backend::warnings`]) is added to `warnings`, whether or not resolution succeeds.
 pub fn resolve(
     manifest: &Manifest,
     requests: &[Request],
     ctx: &Context,
+    warnings: &mut Vec<String>,
 ) -> Result<Resolved, Error> {
     let mut failures = Vec::new();
     let mut hints = Vec::new();
     let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
+    warnings.extend(fetched.backends.values().flat_map(|b| b.warnings()));
     if !failures.is_empty() {
         // Unknown backends or parameters: nothing was fetched.
         return Err(Error::Resolve { failures, hints });

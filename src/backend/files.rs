@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use zeroize::Zeroize;
@@ -68,6 +69,8 @@ const SUFFIXES: [(&str, Kind); 5] = [
 pub struct Files {
     dir: PathBuf,
     tenant: Option<String>,
+    /// What [`Backend::warnings`] hands back.
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Files {
@@ -75,7 +78,15 @@ impl Files {
         Files {
             dir: ctx.base_dir.join(&config.dir),
             tenant: ctx.tenant.clone(),
+            warnings: Mutex::new(Vec::new()),
         }
+    }
+
+    fn warn(&self, message: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message);
     }
 
     /// The directories searched, in order.
@@ -97,7 +108,7 @@ impl Files {
                     continue;
                 };
                 if mode & 0o004 != 0 && warned.insert(path.clone()) {
-                    crate::ui::warn(&format!(
+                    self.warn(format!(
                         "{} is readable by other users (mode {:04o}); make it 0400 or 0440",
                         path.display(),
                         mode & 0o7777
@@ -245,6 +256,10 @@ impl Backend for Files {
 
     fn tenant(&self) -> Option<&str> {
         self.tenant.as_deref()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {

@@ -17,6 +17,9 @@
 //!   ([`Backend::consumed_env`]); they are not passed on to the command.
 //! - A backend that honours tenants (see [`tenant`]) reports the tenant ([`Backend::tenant`]);
 //!   every message about that backend names it.
+//! - A backend never prints: what it wants to tell the user without failing (a secret file
+//!   other users can read) it hands back from [`Backend::warnings`], and the caller decides
+//!   how to show it. So backends sit below `ui` and `error`, and the imports only point down.
 //!
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
@@ -147,6 +150,12 @@ pub trait Backend: Send + Sync {
     /// removed from the command's environment unless the manifest sets the same name, so a
     /// secret does not reach the command a second time under its raw name.
     fn consumed_env(&self, _lookups: &[Lookup]) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Warnings collected by [`Backend::fetch`] (names and paths only, never values), taken
+    /// out once by the resolver, which reports them.
+    fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
 }
