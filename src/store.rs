@@ -28,15 +28,16 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use aes_gcm::Nonce;
+use aes_gcm::aead::AeadInOut;
 use nix::fcntl::{Flock, FlockArg};
-use secrecy::{ExposeSecret, SecretBox};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::secret::Secret;
+
+mod key;
+
+pub use key::{KEY_LEN, KEY_VAR, Key, KeySource, Opened, old_key_path, open_with, read_with};
 
 const MAGIC: &[u8; 6] = b"ENVRUN";
 const VERSION: u8 = 1;
@@ -44,7 +45,6 @@ const ALG_AES256GCM: u8 = 1;
 const HEADER_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-pub const KEY_LEN: usize = 32;
 
 /// Default file names, next to the manifest (or in the working directory).
 pub const DEFAULT_STORE: &str = "secrets.json.enc";
@@ -72,6 +72,11 @@ pub enum StoreError {
     Decrypt(PathBuf),
     #[error("store {} decrypted but its content is not a JSON object of strings", .0.display())]
     Content(PathBuf),
+    /// Encoding or encrypting the contents failed (nothing was written).
+    #[error("cannot encrypt the store contents: {0}")]
+    Seal(String),
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Random(io::Error),
     #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
     NotUtf8(String),
     /// A command that declines to act, with what to do instead.
@@ -100,91 +105,15 @@ impl StoreError {
                 "check that the key matches this store ($ENVRUN_KEY, $ENVRUN_KEY_FILE, key_file:); if it does, restore the store from a backup".into()
             }
             StoreError::NotUtf8(_) => return None,
+            StoreError::Seal(_) => "nothing was written; this is a bug in envrun, please report it".into(),
+            StoreError::Random(_) => {
+                "the kernel's random source (getrandom) failed; nothing was written".into()
+            }
             StoreError::Refused { hint, .. } => hint.clone(),
             StoreError::Read { .. } | StoreError::Write { .. } => {
                 "check the path and its permissions".into()
             }
         })
-    }
-}
-
-/// A 256-bit store key, wiped on drop.
-pub struct Key(SecretBox<[u8; KEY_LEN]>);
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key([REDACTED])")
-    }
-}
-
-impl Key {
-    /// A new random key from the OS RNG.
-    pub fn generate() -> io::Result<Key> {
-        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
-        getrandom::fill(&mut *secrecy::ExposeSecretMut::expose_secret_mut(&mut key))
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Key(key))
-    }
-
-    /// Parses base64 text (surrounding whitespace ignored). `what` names the source in errors.
-    pub fn from_base64(text: &[u8], what: &str) -> Result<Key, StoreError> {
-        let bad = || StoreError::BadKey {
-            what: what.to_owned(),
-        };
-        let text = text.trim_ascii();
-        // Decode into a buffer one block larger than the key so an over-long key is caught.
-        let mut buf = Zeroizing::new([0u8; KEY_LEN + 3]);
-        let n = B64.decode_slice(text, &mut buf[..]).map_err(|_| bad())?;
-        if n != KEY_LEN {
-            return Err(bad());
-        }
-        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
-        secrecy::ExposeSecretMut::expose_secret_mut(&mut key).copy_from_slice(&buf[..KEY_LEN]);
-        Ok(Key(key))
-    }
-
-    /// Reads a key file, refusing one that group or others can access.
-    pub fn load(path: &Path) -> Result<Key, StoreError> {
-        let mut file = File::open(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::KeyMissing(path.to_owned()),
-            _ => StoreError::Read {
-                path: path.to_owned(),
-                source: e,
-            },
-        })?;
-        check_private(&file, path)?;
-        let mut text = Zeroizing::new(Vec::with_capacity(128));
-        (&mut file)
-            .take(4096)
-            .read_to_end(&mut text)
-            .map_err(|e| StoreError::Read {
-                path: path.to_owned(),
-                source: e,
-            })?;
-        Key::from_base64(&text, &format!("key file {}", path.display()))
-    }
-
-    /// The key as base64 text, for writing a key file.
-    pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(B64.encode(self.0.expose_secret()))
-    }
-
-    /// Writes a new key file (0600) atomically; fails if one exists.
-    pub fn create_file(&self, path: &Path) -> Result<(), StoreError> {
-        self.write_file(path, Replace::NoClobber)
-    }
-
-    /// Writes the key to `path` (0600) through a temp file, so a crash leaves either no file
-    /// (or the previous one) or the whole key, never a partial key.
-    pub fn write_file(&self, path: &Path, mode: Replace) -> Result<(), StoreError> {
-        let mut line = Zeroizing::new(String::with_capacity(KEY_LEN * 2));
-        line.push_str(&self.to_base64());
-        line.push('\n');
-        replace_file(path, line.as_bytes(), mode)
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.expose_secret().into())
     }
 }
 
@@ -219,21 +148,38 @@ pub fn read(path: &Path, key: &Key) -> Result<Contents, StoreError> {
     open(&read_raw(path)?, key, path)
 }
 
+/// Largest store envrun reads: far above any real one, low enough that a wrong path (a
+/// device, a huge file) fails at once instead of filling memory.
+pub const MAX_STORE: u64 = 64 << 20;
+
 /// Reads the sealed bytes of the store at `path`, refusing a file others can access.
 pub fn read_raw(path: &Path) -> Result<Vec<u8>, StoreError> {
+    read_private(path, MAX_STORE, |p| StoreError::StoreMissing(p.to_owned())).map(|z| z.to_vec())
+}
+
+/// Reads a private file (the store, a key file) of at most `limit` bytes. `missing` is the
+/// error for a file that does not exist.
+fn read_private(
+    path: &Path,
+    limit: u64,
+    missing: impl Fn(&Path) -> StoreError,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let mut file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::StoreMissing(path.to_owned()),
+        io::ErrorKind::NotFound => missing(path),
         _ => StoreError::Read {
             path: path.to_owned(),
             source: e,
         },
     })?;
     check_private(&file, path)?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(|e| StoreError::Read {
-        path: path.to_owned(),
-        source: e,
-    })?;
+    let mut data = Zeroizing::new(Vec::new());
+    (&mut file)
+        .take(limit)
+        .read_to_end(&mut data)
+        .map_err(|e| StoreError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?;
     Ok(data)
 }
 
@@ -279,10 +225,13 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
     let map: BTreeMap<&str, &str> = entries.into_iter().collect();
     // Size the buffer exactly before filling it: a growing Vec leaves unwiped copies.
     let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    let encode = |e: serde_json::Error| {
+        StoreError::Seal(format!("JSON encoding failed ({:?})", e.classify()))
+    };
+    serde_json::to_writer(&mut counter, &map).map_err(encode)?;
     let total = HEADER_LEN + NONCE_LEN + counter.0 + TAG_LEN;
     let mut plain = Zeroizing::new(Vec::with_capacity(counter.0 + TAG_LEN));
-    serde_json::to_writer(&mut *plain, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    serde_json::to_writer(&mut *plain, &map).map_err(encode)?;
 
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
@@ -291,16 +240,13 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
     // The nonce MUST be unique for every message under one key: 96 fresh random bits per
     // write keep the collision chance negligible for any realistic number of writes.
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| StoreError::Write {
-        path: PathBuf::from("<random>"),
-        source: io::Error::other(e.to_string()),
-    })?;
+    getrandom::fill(&mut nonce).map_err(|e| StoreError::Random(io::Error::other(e.to_string())))?;
     out.extend_from_slice(&nonce);
     let nonce = Nonce::from(nonce);
     let header = out[..HEADER_LEN].to_vec();
     key.cipher()
         .encrypt_in_place(&nonce, &header, &mut *plain)
-        .map_err(|_| StoreError::Content(PathBuf::new()))?;
+        .map_err(|_| StoreError::Seal(String::from("AES-GCM refused the message")))?;
     out.extend_from_slice(&plain);
     Ok(out)
 }
