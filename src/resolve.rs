@@ -43,12 +43,11 @@ pub fn resolve(
     warnings: &mut Vec<String>,
 ) -> Result<Resolved, Error> {
     let mut failures = Vec::new();
-    let mut hints = Vec::new();
     let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
     warnings.extend(fetched.backends.values().flat_map(|b| b.warnings()));
     if !failures.is_empty() {
         // Unknown backends or parameters: nothing was fetched.
-        return Err(Error::Resolve { failures, hints });
+        return Err(Error::Resolve { failures });
     }
     let mut resolved = Resolved {
         consumed: fetched.consumed.clone(),
@@ -58,21 +57,10 @@ pub fn resolve(
         let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
         let mut ok = true;
         for part in parts {
-            match evaluate(part, &fetched, ctx) {
+            match evaluate(var, part, &fetched, ctx) {
                 Ok(v) => pieces.push(v),
-                Err(Failed {
-                    reference,
-                    reason,
-                    hint,
-                }) => {
-                    failures.push(Failure {
-                        var: var.clone(),
-                        reference,
-                        reason,
-                    });
-                    if let Some(h) = hint.filter(|h| !hints.contains(h)) {
-                        hints.push(h);
-                    }
+                Err(failure) => {
+                    failures.push(failure);
                     ok = false;
                 }
             }
@@ -92,7 +80,7 @@ pub fn resolve(
     if failures.is_empty() {
         Ok(resolved)
     } else {
-        Err(Error::Resolve { failures, hints })
+        Err(Error::Resolve { failures })
     }
 }
 
@@ -148,17 +136,21 @@ fn fetch_secrets(
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
     for (var, r) in secret_refs(requests) {
         let name = backend_name(r);
-        let fail = |reason: String| Failure {
+        let fail = |reason: String, hint: String| Failure {
             var: var.to_owned(),
             reference: r.to_string(),
             reason,
+            hint: Some(hint),
         };
         if !backends.contains_key(name) {
             let Some(cfg) = config(manifest, name) else {
-                failures.push(fail(format!(
-                    "no backend named `{name}` in {}",
-                    manifest.describe()
-                )));
+                failures.push(fail(
+                    format!("no backend named `{name}` in {}", manifest.describe()),
+                    format!(
+                        "define it under `backends:` in the manifest, or fix the name after `secret@` (defined: {})",
+                        manifest.backend_names().join(", ")
+                    ),
+                ));
                 continue;
             };
             match cfg.build(ctx) {
@@ -166,7 +158,12 @@ fn fetch_secrets(
                     backends.insert(name.to_owned(), b);
                 }
                 Err(e) => {
-                    failures.push(fail(format!("backend `{name}`: {e}")));
+                    failures.push(Failure {
+                        var: var.to_owned(),
+                        reference: r.to_string(),
+                        reason: format!("backend `{name}`: {e}"),
+                        hint: e.hint,
+                    });
                     continue;
                 }
             }
@@ -178,15 +175,18 @@ fn fetch_secrets(
             .find(|(p, _)| !backend.params().contains(&p.as_str()))
         {
             let known = backend.params();
-            failures.push(fail(format!(
-                "backend `{name}` ({}) has no parameter `{p}`{}",
-                backend.kind(),
-                if known.is_empty() {
-                    String::from(" (it takes none)")
-                } else {
-                    format!(" (it takes: {})", known.join(", "))
-                }
-            )));
+            failures.push(fail(
+                format!(
+                    "backend `{name}` ({}) has no parameter `{p}`{}",
+                    backend.kind(),
+                    if known.is_empty() {
+                        String::from(" (it takes none)")
+                    } else {
+                        format!(" (it takes: {})", known.join(", "))
+                    }
+                ),
+                String::from("remove the `?...` part of the reference, or use a parameter listed"),
+            ));
             continue;
         }
         wanted.entry(name.to_owned()).or_default().insert(Lookup {
@@ -227,6 +227,7 @@ fn fetch_secrets(
                     var: String::from("-"),
                     reference: format!("backend `{name}`"),
                     reason: String::from("returned the wrong number of answers (a bug in envrun)"),
+                    hint: Some(String::from("please report this bug")),
                 }),
                 Err(e) => {
                     // Reported once per variable that needed this backend (in `evaluate`), next
@@ -244,15 +245,8 @@ fn fetch_secrets(
     }
 }
 
-/// Why one reference failed, with what to try.
-struct Failed {
-    reference: String,
-    reason: String,
-    hint: Option<String>,
-}
-
-/// Evaluates one part.
-fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failed> {
+/// Evaluates one part of the value of `var`.
+fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failure> {
     let reference = match part {
         Part::Literal(s) => {
             return Ok(Value {
@@ -262,16 +256,13 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
         }
         Part::Ref(r) => r,
     };
-    let fail = |reason: String| Failed {
+    let fail = |reason: String, hint: Option<String>| Failure {
+        var: var.to_owned(),
         reference: reference.to_string(),
         reason,
-        hint: None,
+        hint,
     };
-    let fail_with = |e: &BackendError, label: &str| Failed {
-        reference: reference.to_string(),
-        reason: format!("{label}: {e}"),
-        hint: e.hint.clone(),
-    };
+    let fail_with = |e: &BackendError, label: &str| fail(format!("{label}: {e}"), e.hint.clone());
     match reference {
         Reference::Secret(r) => {
             let name = backend_name(r);
@@ -288,19 +279,25 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
                         .looked_for(&lookup)
                         .map(|p| format!(": {p}"))
                         .unwrap_or_default();
-                    return Err(fail(format!("not found in {label}{place}")));
+                    return Err(fail(
+                        format!("not found in {label}{place}"),
+                        backend.not_found_hint(&lookup),
+                    ));
                 }
                 Some(Err(e)) => return Err(fail_with(e, &label)),
                 None => {
                     return Err(match fetched.failed.get(name) {
                         Some(e) => fail_with(e, &label),
-                        None => fail(String::from("was not fetched (a bug in envrun)")),
+                        None => fail(
+                            String::from("was not fetched (a bug in envrun)"),
+                            Some(String::from("please report this bug")),
+                        ),
                     });
                 }
             };
             let bytes = found
                 .select(backend, r.field.as_deref())
-                .map_err(|e| fail(format!("{label}: {e}")))?;
+                .map_err(|e| fail_with(&e, &label))?;
             Ok(Value {
                 bytes,
                 sensitive: true,
@@ -311,12 +308,23 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
                 bytes: Secret::from_vec(v.into_vec()),
                 sensitive: false,
             }),
-            None => Err(fail(String::from("not set in envrun's environment"))),
+            None => Err(fail(
+                String::from("not set in envrun's environment"),
+                Some(format!(
+                    "export {var} before running envrun, or remove the `env:` reference"
+                )),
+            )),
         },
         Reference::File(path) => {
             let full = ctx.base_dir.join(path);
-            let mut bytes = std::fs::read(&full)
-                .map_err(|e| fail(format!("cannot read {}: {e}", full.display())))?;
+            let mut bytes = std::fs::read(&full).map_err(|e| {
+                fail(
+                    format!("cannot read {}: {e}", full.display()),
+                    Some(String::from(
+                        "`file:` paths are relative to the manifest's directory",
+                    )),
+                )
+            })?;
             crate::secret::trim_one_newline(&mut bytes);
             Ok(Value {
                 bytes: Secret::from_vec(bytes),
@@ -345,10 +353,10 @@ fn join(pieces: &[Value]) -> Value {
 /// Finds references in envrun's inherited environment: only whole `secret:` / `secret@`
 /// values count (`env:` and `file:` are left alone there: `DATABASE_URL=file:./dev.db` is a
 /// common literal).
-pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, Error> {
+pub fn inherited_requests(env: &[(OsString, Secret)]) -> Result<Vec<Request>, Error> {
     let mut out = Vec::new();
     for (name, value) in env {
-        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+        let (Some(name), Ok(value)) = (name.to_str(), std::str::from_utf8(value.expose())) else {
             continue;
         };
         if !(value.starts_with("secret:") || value.starts_with("secret@")) {
@@ -362,8 +370,10 @@ pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, 
                         var: name.to_owned(),
                         reference: String::from("(inherited environment)"),
                         reason: e.to_string(),
+                        hint: Some(format!(
+                            "fix or unset ${name}, or pass --no-inherit-refs to leave such values alone"
+                        )),
                     }],
-                    hints: Vec::new(),
                 });
             }
             None => {}

@@ -79,9 +79,6 @@ pub enum StoreError {
     Random(io::Error),
     #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
     NotUtf8(String),
-    /// A command that declines to act, with what to do instead.
-    #[error("{message}")]
-    Refused { message: String, hint: String },
 }
 
 impl StoreError {
@@ -109,7 +106,6 @@ impl StoreError {
             StoreError::Random(_) => {
                 "the kernel's random source (getrandom) failed; nothing was written".into()
             }
-            StoreError::Refused { hint, .. } => hint.clone(),
             StoreError::Read { .. } | StoreError::Write { .. } => {
                 "check the path and its permissions".into()
             }

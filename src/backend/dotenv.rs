@@ -107,6 +107,11 @@ impl Backend for Dotenv {
             .collect())
     }
 
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        let file = self.files.last().map(|(p, _)| p.display().to_string())?;
+        Some(format!("add a line `{}=...` to {file}", lookup.key))
+    }
+
     fn looked_for(&self, _lookup: &Lookup) -> Option<String> {
         let names: Vec<String> = self
             .files

@@ -262,6 +262,13 @@ impl Backend for Files {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        Some(format!(
+            "create {} (or mount the secret there), or set `dir:` in the manifest",
+            self.dir.join(&lookup.key).display()
+        ))
+    }
+
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {
         let key = &lookup.key;
         let dirs: Vec<String> = self

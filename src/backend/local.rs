@@ -81,4 +81,12 @@ impl Backend for Local {
             .map(|l| Ok(contents.secrets.get(&l.key).cloned().map(Found::Value)))
             .collect())
     }
+
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        Some(format!(
+            "`envrun secrets set {}` adds it to {}; `envrun secrets list` shows the names it holds",
+            lookup.key,
+            self.store.display()
+        ))
+    }
 }

@@ -86,10 +86,7 @@ pub fn check_name(name: &str) -> Result<(), Error> {
 }
 
 fn refused(message: String, hint: impl Into<String>) -> Error {
-    Error::Store(StoreError::Refused {
-        message,
-        hint: hint.into(),
-    })
+    Error::refused(message, hint)
 }
 
 fn absent(loc: &Location, name: &str) -> Error {
@@ -211,7 +208,10 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
             ));
             let value = Secret::from(v);
             if value.is_empty() {
-                return Err(Error::Usage(String::from("empty value")));
+                return Err(Error::invalid(
+                    format!("the value of `{name}` is empty"),
+                    "a secret needs a value; `envrun secrets delete NAME` removes one",
+                ));
             }
             value
         }
@@ -247,15 +247,17 @@ fn read_stdin_value() -> Result<Secret, Error> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::io("read the value from stdin", e))?;
     if buf.len() as u64 > MAX_VALUE {
-        return Err(Error::Usage(format!(
-            "the value is larger than {MAX_VALUE} bytes"
-        )));
+        return Err(Error::invalid(
+            format!("the value on stdin is larger than {MAX_VALUE} bytes"),
+            "store a path to a file instead, or use `file:` in the manifest",
+        ));
     }
     crate::secret::trim_one_newline(&mut buf);
     if buf.is_empty() {
-        return Err(Error::Usage(String::from(
-            "empty value on stdin: pipe the value in, e.g. `printf %s \"$V\" | envrun secrets set NAME`",
-        )));
+        return Err(Error::invalid(
+            "empty value on stdin",
+            "pipe the value in, e.g. `printf %s \"$V\" | envrun secrets set NAME`",
+        ));
     }
     Ok(Secret::from_slice(&buf))
 }

@@ -151,7 +151,16 @@ pub struct Opened {
 /// Decrypts sealed store bytes with the current key, else with `KEY.old` (see the module
 /// documentation). `what` names the bytes in errors; the errors are those of the current key.
 pub fn open_with(bytes: &[u8], source: &KeySource, what: &Path) -> Result<Opened, StoreError> {
-    let key = source.load()?;
+    open_loaded(bytes, source.load()?, source, what)
+}
+
+/// [`open_with`] with the current key already loaded.
+fn open_loaded(
+    bytes: &[u8],
+    key: Key,
+    source: &KeySource,
+    what: &Path,
+) -> Result<Opened, StoreError> {
     match super::open(bytes, &key, what) {
         Ok(contents) => Ok(Opened {
             key,
@@ -175,7 +184,9 @@ pub fn open_with(bytes: &[u8], source: &KeySource, what: &Path) -> Result<Opened
     }
 }
 
-/// Reads the store at `path` and opens it with [`open_with`].
+/// Reads the store at `path` and opens it with [`open_with`]. The key is loaded first, so a
+/// missing key is reported before a missing store.
 pub fn read_with(path: &Path, source: &KeySource) -> Result<Opened, StoreError> {
-    open_with(&super::read_raw(path)?, source, path)
+    let key = source.load()?;
+    open_loaded(&super::read_raw(path)?, key, source, path)
 }
