@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fileio;
 pub mod launch;
 pub mod manifest;
 pub mod reference;

@@ -11,9 +11,10 @@ use std::os::unix::ffi::OsStringExt;
 
 use crate::backend::{Backend, BackendConfig, BackendError, Context, Lookup, LookupResult};
 use crate::error::{Error, Failure};
+use crate::fileio::{self, FileError, Follow};
 use crate::manifest::Manifest;
 use crate::reference::{Part, Reference, SecretRef};
-use crate::secret::{Secret, Value};
+use crate::secret::{MAX_VALUE, Secret, Value};
 
 /// The name the default backend (`secrets:`) goes by in messages.
 pub const DEFAULT_BACKEND: &str = "default";
@@ -317,17 +318,22 @@ fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<
         },
         Reference::File(path) => {
             let full = ctx.base_dir.join(path);
-            let mut bytes = std::fs::read(&full).map_err(|e| {
-                fail(
-                    format!("cannot read {}: {e}", full.display()),
-                    Some(String::from(
-                        "`file:` paths are relative to the manifest's directory",
-                    )),
-                )
-            })?;
+            let (_, mut bytes) =
+                fileio::read_regular(&full, MAX_VALUE, Follow::Yes).map_err(|e| {
+                    let hint = match e {
+                        FileError::NotFound(_) => {
+                            String::from("`file:` paths are relative to the manifest's directory")
+                        }
+                        FileError::NotRegular { .. } => String::from(
+                            "`file:` reads a regular file; a FIFO, device or directory is refused",
+                        ),
+                        ref e => e.hint().unwrap_or_default(),
+                    };
+                    fail(e.to_string(), Some(hint))
+                })?;
             crate::secret::trim_one_newline(&mut bytes);
             Ok(Value {
-                bytes: Secret::from_vec(bytes),
+                bytes: Secret::from_slice(&bytes),
                 sensitive: true,
             })
         }

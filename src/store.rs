@@ -16,15 +16,16 @@
 //! in base64 on one line; `$ENVRUN_KEY` can hold the same text instead.
 //!
 //! Writes are atomic and serialised: a writer takes an exclusive `flock` on `STORE.lock` (a
-//! file that is never renamed), writes `.STORE.tmp.PID`, fsyncs it, renames it over the
-//! store and fsyncs the directory ([`replace_file`]; key files are written the same way).
-//! Temp files left by a killed writer are removed by the next one, which holds the lock.
+//! file that is never renamed), writes `.STORE.tmp.RANDOM` (created exclusively, 0600),
+//! fsyncs it, checks it, renames it over the store and fsyncs the directory
+//! ([`fileio::replace_file`]; key files and backups are written the same way). Temp files
+//! left by a killed writer are removed by the next one, which holds the lock.
 //! Plaintext exists only in memory, in buffers sized before they are filled and wiped after
 //! use.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,10 @@ use aes_gcm::aead::AeadInOut;
 use nix::fcntl::{Flock, FlockArg};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::fileio::{self, FileError, Follow};
 use crate::secret::Secret;
+
+pub use crate::fileio::{Replace, remove_stale_temps};
 
 mod key;
 
@@ -77,6 +81,8 @@ pub enum StoreError {
     Seal(String),
     #[error("cannot read random bytes from the operating system: {0}")]
     Random(io::Error),
+    #[error("{0}")]
+    File(#[from] FileError),
     #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
     NotUtf8(String),
 }
@@ -109,21 +115,22 @@ impl StoreError {
             StoreError::Read { .. } | StoreError::Write { .. } => {
                 "check the path and its permissions".into()
             }
+            StoreError::File(e) => return e.hint(),
         })
     }
 }
 
 /// Refuses a file that group or others can read or write.
 pub fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
-    let mode = file
-        .metadata()
-        .map_err(|e| StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        })?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let meta = file.metadata().map_err(|e| StoreError::Read {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    check_mode(meta.permissions().mode(), path)
+}
+
+fn check_mode(mode: u32, path: &Path) -> Result<(), StoreError> {
+    let mode = mode & 0o7777;
     if mode & 0o077 != 0 {
         return Err(StoreError::Permissions {
             path: path.to_owned(),
@@ -153,30 +160,20 @@ pub fn read_raw(path: &Path) -> Result<Vec<u8>, StoreError> {
     read_private(path, MAX_STORE, |p| StoreError::StoreMissing(p.to_owned())).map(|z| z.to_vec())
 }
 
-/// Reads a private file (the store, a key file) of at most `limit` bytes. `missing` is the
-/// error for a file that does not exist.
+/// Reads a private file (the store, a key file) of at most `limit` bytes: a regular file
+/// ([`fileio::read_regular`]) that group and others cannot access. `missing` is the error
+/// for a file that does not exist.
 fn read_private(
     path: &Path,
     limit: u64,
     missing: impl Fn(&Path) -> StoreError,
 ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    let mut file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => missing(path),
-        _ => StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        },
+    let (file, meta) = fileio::open_regular(path, Follow::Yes).map_err(|e| match e {
+        FileError::NotFound(_) => missing(path),
+        e => StoreError::File(e),
     })?;
-    check_private(&file, path)?;
-    let mut data = Zeroizing::new(Vec::new());
-    (&mut file)
-        .take(limit)
-        .read_to_end(&mut data)
-        .map_err(|e| StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        })?;
-    Ok(data)
+    check_mode(meta.permissions().mode(), path)?;
+    Ok(fileio::read_capped(file, &meta, path, limit)?)
 }
 
 /// Decrypts store bytes; `path` is only used in error messages.
@@ -252,13 +249,16 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 /// Takes the writer lock for `store` (`STORE.lock`, created 0600, never renamed).
 pub fn lock(store: &Path) -> Result<Lock, StoreError> {
-    let path = sibling(store, "", ".lock");
+    let path = lock_path(store);
+    // O_NOFOLLOW: a symlink planted as the lock file must not make envrun create or open
+    // a file elsewhere.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| StoreError::Write {
             path: path.clone(),
@@ -280,95 +280,25 @@ pub fn write(store: &Path, key: &Key, contents: &Contents, lock: &Lock) -> Resul
 
 /// Replaces the store atomically with already sealed bytes (a verified backup).
 pub fn write_sealed(store: &Path, sealed: &[u8], _lock: &Lock) -> Result<(), StoreError> {
-    remove_stale_temps(store);
+    fileio::remove_stale_temps(store);
     replace_file(store, sealed, Replace::Overwrite)
 }
 
-/// Whether [`replace_file`] may replace an existing file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replace {
-    Overwrite,
-    /// Fail with `AlreadyExists` if the target exists (the check and the creation are one
-    /// atomic step: a hard link, which never replaces).
-    NoClobber,
-}
-
-/// Writes `bytes` to `path` so that at every instant `path` is either absent, the old file
-/// or the complete new one: `.NAME.tmp.PID` beside it (0600), fsync, rename (or link) over
-/// `path`, fsync the directory. Callers that may race hold [`lock`].
+/// Replaces `path` atomically with `bytes` ([`fileio::replace_file`]).
 pub fn replace_file(path: &Path, bytes: &[u8], mode: Replace) -> Result<(), StoreError> {
-    let tmp = sibling(path, ".", &format!(".tmp.{}", std::process::id()));
-    let werr = |p: &Path| {
-        let p = p.to_owned();
-        move |e| StoreError::Write { path: p, source: e }
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(werr(&tmp))?;
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| match mode {
-            Replace::Overwrite => fs::rename(&tmp, path),
-            Replace::NoClobber => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
-        });
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(werr(path)(e));
-    }
-    sync_dir(path).map_err(werr(path))
+    fileio::replace_file(path, bytes, mode).map_err(StoreError::from)
 }
 
 /// Removes `path` and makes the removal durable.
 pub fn remove_file(path: &Path) -> Result<(), StoreError> {
-    let werr = |e| StoreError::Write {
-        path: path.to_owned(),
-        source: e,
-    };
-    fs::remove_file(path).map_err(werr)?;
-    sync_dir(path).map_err(werr)
+    fileio::remove_file(path).map_err(StoreError::from)
 }
 
-/// Removes temp files of `path` left by writers that were killed; safe because we hold the
-/// lock, so no other writer is running.
-pub fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (parent(path), path.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.tmp.", name.to_string_lossy());
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-fn parent(path: &Path) -> Option<&Path> {
-    match path.parent() {
-        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
-        other => other,
-    }
-}
-
-fn sibling(store: &Path, prefix: &str, suffix: &str) -> PathBuf {
-    let name = store
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    store.with_file_name(format!("{prefix}{name}{suffix}"))
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    match parent(path) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
+/// `STORE` -> `STORE.lock`.
+pub fn lock_path(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    store.with_file_name(name)
 }
 
 /// Deserializes a JSON string straight into a [`Secret`], without an intermediate `String`.

@@ -22,12 +22,12 @@ use super::write_stdout;
 use crate::backend::local;
 use crate::cli::{Charset, SecretsArgs, SecretsCommand, StoreArgs};
 use crate::error::{EXIT_ABSENT, Error};
+use crate::fileio::{self, FileError};
 use crate::secret::Secret;
 use crate::store::{self, Contents, Key, KeySource, Replace, StoreError};
 use crate::ui;
 
-/// Largest value `set` accepts.
-const MAX_VALUE: u64 = 1 << 20;
+use crate::secret::MAX_VALUE;
 
 /// Where the store and its key are.
 struct Location {
@@ -401,18 +401,28 @@ fn backup(loc: &Location, dest: &Path, force: bool) -> Result<i32, Error> {
             dest.display()
         )));
     }
+    refuse_store_files(loc, dest)?;
     // One read: the bytes that are checked are the bytes that are copied.
     let bytes = store::read_raw(&loc.store)?;
     let contents = store::open_with(&bytes, &loc.key, &loc.store)?.contents;
+    let is_link = std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink());
+    // With --force a symlink is replaced by the backup (the link itself, never its target).
     let mode = if force {
-        Replace::Overwrite
+        Replace::OverwriteLink
     } else {
         Replace::NoClobber
     };
     match store::replace_file(dest, &bytes, mode) {
-        Err(StoreError::Write { source, .. })
-            if source.kind() == std::io::ErrorKind::AlreadyExists =>
-        {
+        Err(StoreError::File(FileError::Exists(_))) if is_link => {
+            return Err(refused(
+                format!(
+                    "{} is a symbolic link; the backup was not written through it",
+                    dest.display()
+                ),
+                "give the path of a new file, or pass --force to replace the link itself (its target is left alone)",
+            ));
+        }
+        Err(StoreError::File(FileError::Exists(_))) => {
             return Err(refused(
                 format!("{} already exists", dest.display()),
                 "pass --force to replace it, or choose another path",
@@ -429,9 +439,56 @@ fn backup(loc: &Location, dest: &Path, force: bool) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// Refuses, even with --force, a backup destination that is the store, its key, the previous
+/// key or the lock file: compared by device and inode (and through a symlink), not by name,
+/// so `./secrets.key`, a hard link or a symlink to the key are caught too.
+fn refuse_store_files(loc: &Location, dest: &Path) -> Result<(), Error> {
+    let ids = |p: &Path| {
+        [std::fs::metadata(p), std::fs::symlink_metadata(p)]
+            .into_iter()
+            .flatten()
+            .map(|m| fileio::identity(&m))
+            .collect::<Vec<_>>()
+    };
+    let dest_ids = ids(dest);
+    if dest_ids.is_empty() {
+        return Ok(());
+    }
+    let mut protected = vec![
+        ("the store", loc.store.clone()),
+        ("the store's lock file", store::lock_path(&loc.store)),
+    ];
+    if let KeySource::File(key) = &loc.key {
+        protected.push(("the store's key file", key.clone()));
+        protected.push((
+            "the store's previous key (KEY.old)",
+            store::old_key_path(key),
+        ));
+    }
+    for (what, path) in protected {
+        if ids(&path).iter().any(|id| dest_ids.contains(id)) {
+            return Err(refused(
+                format!(
+                    "{} is {what} ({}); a backup there would destroy it",
+                    dest.display(),
+                    path.display()
+                ),
+                "write the backup to a new file, e.g. `envrun secrets backup secrets.backup`",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn restore(loc: &Location, src: &Path) -> Result<i32, Error> {
-    let bytes = std::fs::read(src)
-        .map_err(|e| Error::io(format!("cannot read backup {}", src.display()), e))?;
+    let (_, bytes) =
+        fileio::read_regular(src, store::MAX_STORE, fileio::Follow::Yes).map_err(|e| match e {
+            FileError::NotFound(_) => Error::invalid(
+                format!("cannot read backup {}: not found", src.display()),
+                "give the path of a file written by `envrun secrets backup`",
+            ),
+            e => StoreError::File(e).into(),
+        })?;
     let lock = store::lock(&loc.store)?;
     let store::Opened {
         key,
