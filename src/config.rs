@@ -16,6 +16,7 @@ use crate::manifest::Manifest;
 use crate::resolve::{self, Request};
 use crate::scrub::ScrubOptions;
 use crate::secret::{Secret, Value};
+use crate::timeout;
 
 /// Variables envrun reads for itself and never passes on: `ENVRUN_KEY` is key material.
 const NOT_INHERITED: &[&str] = &[crate::store::KEY_VAR];
@@ -71,9 +72,14 @@ impl RunConfig {
                 hint: e.hint.clone(),
             })?;
         }
+        let timeout = args
+            .timeout
+            .or(manifest.timeout)
+            .unwrap_or(timeout::DEFAULT);
         let ctx = Context {
             base_dir: manifest.base_dir.clone(),
             tenant,
+            deadline: std::time::Instant::now() + timeout,
         };
         Ok(RunConfig {
             argv: args.command,

@@ -38,6 +38,10 @@ pub enum Error {
     #[error("{message}")]
     Refused { message: String, hint: String },
 
+    /// A bug in envrun (a panic, a broken invariant).
+    #[error("{0}")]
+    Internal(String),
+
     /// A command line clap rejected, with clap's suggestions.
     #[error("{message}")]
     Cli { message: String, tips: Vec<String> },
@@ -132,6 +136,7 @@ impl Error {
             Error::Usage(_) => "run `envrun --help` for usage".into(),
             Error::Invalid { hint, .. } => return hint.clone(),
             Error::Refused { hint, .. } => hint.clone(),
+            Error::Internal(_) => "please report this bug (the message above names no value)".into(),
             Error::Cli { tips, .. } if !tips.is_empty() => tips.join("\n"),
             Error::Cli { .. } => "run `envrun --help` for usage".into(),
             Error::ManifestNotFound(_) => {
@@ -151,7 +156,7 @@ impl Error {
                 hints.join("\n")
             }
             Error::Store(e) => return e.hint(),
-            Error::Backend(e) => return e.hint.clone(),
+            Error::Backend(e) => return e.hint_or_default(),
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
             Error::Scrub(_) => {

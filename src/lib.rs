@@ -17,6 +17,7 @@ pub mod resolve;
 pub mod scrub;
 pub mod secret;
 pub mod store;
+pub mod timeout;
 pub mod ui;
 
 use clap::Parser;
@@ -87,6 +88,17 @@ fn usage_error(e: clap::Error) -> i32 {
 /// Marks the process non-dumpable: no core file and no ptrace by other processes of the same
 /// user while envrun holds secrets. exec resets this for the command.
 fn harden() {
+    // A panic message could hold anything the code had at hand, a value included: say where
+    // it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        ui::error(&Error::Internal(format!(
+            "internal error{at} (a bug in envrun; its message is not shown, as it could hold a secret)"
+        )));
+    }));
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ui::warn(&format!("could not mark the process non-dumpable: {e}"));
     }

@@ -163,7 +163,7 @@ fn fetch_secrets(
                         var: var.to_owned(),
                         reference: r.to_string(),
                         reason: format!("backend `{name}`: {e}"),
-                        hint: e.hint,
+                        hint: e.hint_or_default(),
                     });
                     continue;
                 }
@@ -203,19 +203,33 @@ fn fetch_secrets(
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));
         }
+        // One thread per backend, all joined before this returns (scoped). A backend that
+        // panics is reported as failed, never silently dropped: the run must not go on
+        // without its values.
         let answers: Vec<Answer> = std::thread::scope(|s| {
             let handles: Vec<_> = wanted
                 .into_iter()
                 .map(|(name, lookups)| {
                     let backend = &backends[&name];
                     let lookups: Vec<Lookup> = lookups.into_iter().collect();
-                    s.spawn(move || {
-                        let answer = backend.fetch(&lookups);
-                        (name, lookups, answer)
-                    })
+                    let handle = s.spawn({
+                        let lookups = lookups.clone();
+                        move || backend.fetch(&lookups)
+                    });
+                    (name, lookups, handle)
                 })
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            handles
+                .into_iter()
+                .map(|(name, lookups, handle)| {
+                    let answer = handle.join().unwrap_or_else(|_| {
+                        Err(BackendError::new(
+                            "failed while fetching (it panicked: a bug in envrun, please report it)",
+                        ))
+                    });
+                    (name, lookups, answer)
+                })
+                .collect()
         });
         for (name, lookups, answer) in answers {
             match answer {
@@ -263,7 +277,8 @@ fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<
         reason,
         hint,
     };
-    let fail_with = |e: &BackendError, label: &str| fail(format!("{label}: {e}"), e.hint.clone());
+    let fail_with =
+        |e: &BackendError, label: &str| fail(format!("{label}: {e}"), e.hint_or_default());
     match reference {
         Reference::Secret(r) => {
             let name = backend_name(r);

@@ -124,10 +124,7 @@ mod tests {
 
     #[test]
     fn tenant_candidate_comes_first() {
-        let ctx = Context {
-            base_dir: ".".into(),
-            tenant: Some("acme-eu".into()),
-        };
+        let ctx = Context::new(".", Some("acme-eu".into()));
         let env = Env::new(
             &EnvConfig {
                 prefix: "APP_".into(),

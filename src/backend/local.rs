@@ -66,10 +66,10 @@ impl Backend for Local {
 
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError> {
         let to_err = |e: store::StoreError| {
-            let err = BackendError::new(e.to_string());
-            match e.hint() {
-                Some(hint) => err.with_hint(hint),
-                None => err,
+            let hint = e.hint();
+            BackendError {
+                hint,
+                ..BackendError::new(e.to_string())
             }
         };
         // The decrypted contents are wiped when they go out of scope here.

@@ -28,10 +28,13 @@ pub mod dotenv;
 pub mod env;
 pub mod files;
 pub mod local;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod tenant;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde::Deserialize;
 use zeroize::Zeroize;
@@ -50,25 +53,101 @@ pub struct Lookup {
     pub params: Vec<(String, String)>,
 }
 
-/// A backend failure. The message names the backend and key; `hint` says what to try.
+/// What kind of failure a [`BackendError`] is: the resolver picks its hint by kind, and
+/// [`net::retry`](crate::backend) retries only the kinds that can pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The key, path or version does not exist (a backend may also answer `Ok(None)`).
+    NotFound,
+    /// Credentials missing, refused or without the right permission (401, 403).
+    Denied,
+    /// The server could not be reached: connection refused or reset, DNS, TLS handshake.
+    /// Retried.
+    Unreachable,
+    /// The server asked envrun to slow down (429, throttling). Retried.
+    Throttled,
+    /// The server failed or is not ready yet (5xx except 501, Vault's 412). Retried.
+    Unavailable,
+    /// The server answered something envrun cannot use (bad JSON, 400, 501, a disabled
+    /// or destroyed version).
+    BadResponse,
+    /// The deadline (`--timeout`) passed before the backend answered.
+    Timeout,
+    /// The backend's configuration is wrong or incomplete (no address, no region, a feature
+    /// envrun was built without).
+    Config,
+    /// Anything else (local I/O, a store that does not open).
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether trying again, within the deadline, can succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unreachable | ErrorKind::Throttled | ErrorKind::Unavailable
+        )
+    }
+}
+
+/// A backend failure. The message names the backend and key (never a value); `hint` says
+/// what to try; `kind` says what sort of failure it is.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct BackendError {
     pub message: String,
     pub hint: Option<String>,
+    pub kind: ErrorKind,
+    /// How long the server asked envrun to wait before trying again (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl BackendError {
     pub fn new(message: impl Into<String>) -> BackendError {
+        BackendError::of(ErrorKind::Other, message)
+    }
+
+    /// An error of a given kind.
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> BackendError {
         BackendError {
             message: message.into(),
             hint: None,
+            kind,
+            retry_after: None,
         }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> BackendError {
         self.hint = Some(hint.into());
         self
+    }
+
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> BackendError {
+        self.retry_after = after;
+        self
+    }
+
+    /// The hint to print: the backend's own, else one chosen by kind.
+    pub fn hint_or_default(&self) -> Option<String> {
+        if let Some(h) = &self.hint {
+            return Some(h.clone());
+        }
+        let hint = match self.kind {
+            ErrorKind::Denied => "check the backend's credentials and that they may read this key",
+            ErrorKind::Unreachable => {
+                "check the backend's address and that the server is reachable from here"
+            }
+            ErrorKind::Throttled | ErrorKind::Unavailable => {
+                "the server kept failing until the deadline; try again later or raise --timeout"
+            }
+            ErrorKind::Timeout => {
+                "the backend did not answer in time; raise --timeout (or `timeout:` in the manifest) or check the server"
+            }
+            ErrorKind::NotFound | ErrorKind::BadResponse | ErrorKind::Config | ErrorKind::Other => {
+                return None;
+            }
+        };
+        Some(hint.to_owned())
     }
 }
 
@@ -136,6 +215,14 @@ pub trait Backend: Send + Sync {
     }
 
     /// Looks up every key at once; see the module documentation for the contract.
+    ///
+    /// Everything `fetch` starts (threads, an async runtime, DNS lookups) has finished
+    /// before it returns: envrun blocks signals and forks right after resolution, and a
+    /// thread still alive then would take a forwarded signal with its default action
+    /// (supervise mode checks this and refuses to start the command). Network backends use
+    /// [`net::block_on`](crate::backend), which runs a `current_thread` runtime and drops it
+    /// (joining its blocking pool, where DNS runs) before returning. A backend must answer by
+    /// [`Context::deadline`]; keys still unanswered then are [`ErrorKind::Timeout`] errors.
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError>;
 
     /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
@@ -180,6 +267,20 @@ pub struct Context {
     /// The tenant: `--tenant`, else `$ENVRUN_TENANT`, else the manifest's `tenant:`
     /// (checked with [`tenant::check`]).
     pub tenant: Option<String>,
+    /// When the whole resolution must be done (`--timeout`, `timeout:`, default 10 s).
+    /// Network backends keep it from [`BackendConfig::build`] and stop waiting then.
+    pub deadline: Instant,
+}
+
+impl Context {
+    /// A context with the default deadline from now (for tests and tools).
+    pub fn new(base_dir: impl Into<PathBuf>, tenant: Option<String>) -> Context {
+        Context {
+            base_dir: base_dir.into(),
+            tenant,
+            deadline: Instant::now() + crate::timeout::DEFAULT,
+        }
+    }
 }
 
 /// A backend as written in the manifest (`secrets:` or an entry of `backends:`).
@@ -190,6 +291,37 @@ pub enum BackendConfig {
     Env(EnvConfig),
     Files(FilesConfig),
     Dotenv(DotenvConfig),
+    Vault(Unavailable),
+    Aws(Unavailable),
+    #[serde(rename = "aws-ssm")]
+    AwsSsm(Unavailable),
+    Gcp(Unavailable),
+    Azure(Unavailable),
+}
+
+/// The settings of a backend this build of envrun does not include: accepted by the
+/// manifest parser (so the error names the missing feature, not a "bad type"), refused by
+/// [`BackendConfig::build`].
+#[derive(Clone, Debug)]
+pub struct Unavailable;
+
+impl<'de> Deserialize<'de> for Unavailable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Unavailable)
+    }
+}
+
+impl Unavailable {
+    fn error(kind: &str, feature: &str) -> BackendError {
+        BackendError::of(
+            ErrorKind::Config,
+            format!("this envrun was built without the `{kind}` backend (cargo feature `{feature}`)"),
+        )
+        .with_hint(format!(
+            "install a build that has it: `cargo install envrun --features {feature}` (or `--features full` for every backend)"
+        ))
+    }
 }
 
 impl Default for BackendConfig {
@@ -205,6 +337,11 @@ impl BackendConfig {
             BackendConfig::Env(_) => "env",
             BackendConfig::Files(_) => "files",
             BackendConfig::Dotenv(_) => "dotenv",
+            BackendConfig::Vault(_) => "vault",
+            BackendConfig::Aws(_) => "aws",
+            BackendConfig::AwsSsm(_) => "aws-ssm",
+            BackendConfig::Gcp(_) => "gcp",
+            BackendConfig::Azure(_) => "azure",
         }
     }
 
@@ -214,6 +351,13 @@ impl BackendConfig {
             BackendConfig::Env(c) => Box::new(Env::new(c, ctx)),
             BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
             BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
+            BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
+            BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
+            BackendConfig::AwsSsm(Unavailable) => {
+                return Err(Unavailable::error("aws-ssm", "aws"));
+            }
+            BackendConfig::Gcp(Unavailable) => return Err(Unavailable::error("gcp", "gcp")),
+            BackendConfig::Azure(Unavailable) => return Err(Unavailable::error("azure", "azure")),
         })
     }
 }
@@ -269,13 +413,7 @@ mod tests {
 
     #[test]
     fn fields_need_a_field_and_errors_list_names_only() {
-        let backend = Local::new(
-            &LocalConfig::default(),
-            &Context {
-                base_dir: ".".into(),
-                tenant: None,
-            },
-        );
+        let backend = Local::new(&LocalConfig::default(), &Context::new(".", None));
         let found = Found::Fields(BTreeMap::from([
             ("user".to_owned(), Secret::from(String::from("app"))),
             (
