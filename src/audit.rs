@@ -44,6 +44,33 @@ pub struct Target {
     pub required: bool,
 }
 
+/// The targets of a run: the manifest's `audit:` and `--audit-log`/`$ENVRUN_AUDIT_LOG`
+/// (relative to the working directory), each once.
+pub fn targets(manifest: Option<&crate::manifest::AuditConfig>, cli: Option<&Path>) -> Vec<Target> {
+    let mut targets = Vec::new();
+    if let Some(a) = manifest {
+        targets.push(Target {
+            path: a.path.clone(),
+            required: a.required,
+        });
+    }
+    if let Some(path) = cli.filter(|p| !p.as_os_str().is_empty()) {
+        let path = if path == Path::new(SYSLOG) {
+            path.to_owned()
+        } else {
+            std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+        };
+        if !targets.iter().any(|t| t.path == path) {
+            // The command line has no `required: false`: what a user asks for, they get.
+            targets.push(Target {
+                path,
+                required: true,
+            });
+        }
+    }
+    targets
+}
+
 /// What a record says about how the run ended.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]

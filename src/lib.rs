@@ -9,7 +9,9 @@ pub mod backend;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod error;
+pub mod fileio;
 pub mod launch;
 pub mod manifest;
 pub mod reference;
@@ -20,19 +22,12 @@ pub mod store;
 pub mod timeout;
 pub mod ui;
 
-use std::ffi::OsString;
-
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::backend::Context;
 use crate::cli::{Cli, Command, RunArgs};
+use crate::config::RunConfig;
 use crate::error::{EXIT_ENVRUN, Error};
-use crate::manifest::Manifest;
-use crate::secret::Secret;
-
-/// Variables envrun reads for itself and never passes on: `ENVRUN_KEY` is key material.
-const NOT_INHERITED: &[&str] = &["ENVRUN_KEY"];
 
 /// Runs envrun with the process arguments and returns the exit status.
 pub fn run() -> i32 {
@@ -112,174 +107,53 @@ fn harden() {
     }
 }
 
-/// What a run (or `--dry-run`, or `envrun check`) resolves: the manifest, every request
-/// (the manifest's variables and references inherited from envrun's environment) and where
-/// backends are built. One function, so that `check` sees exactly what a run would.
-pub struct Prepared {
-    pub manifest: Manifest,
-    pub requests: Vec<resolve::Request>,
-    pub ctx: Context,
-    /// envrun's environment, less what it never passes on.
-    pub inherited: Vec<(OsString, OsString)>,
-    /// Inherited `NAME=secret:...` references that the manifest overrides with its own `NAME`.
-    pub shadowed: Vec<String>,
-}
-
-/// Reads the environment and the tenant for `manifest`; see [`Prepared`].
-/// `timeout` is `--timeout`; the manifest's `timeout:` and then the default apply without it.
-pub fn prepare(
-    manifest: Manifest,
-    tenant: Option<&str>,
-    timeout: Option<std::time::Duration>,
-    inherit_refs: bool,
-) -> Result<Prepared, Error> {
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
-        .collect();
-
-    let mut requests = Vec::new();
-    let mut shadowed = Vec::new();
-    if inherit_refs {
-        let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-        for (name, parts) in resolve::inherited_requests(&inherited)? {
-            if sets(&name) {
-                shadowed.push(name);
-            } else {
-                requests.push((name, parts));
-            }
-        }
-    }
-    requests.extend(manifest.environment.iter().cloned());
-
-    let tenant = backend::tenant::choose(tenant, manifest.tenant.as_deref());
-    if let Some(t) = &tenant {
-        backend::tenant::check(t).map_err(Error::Usage)?;
-    }
-    let timeout = timeout.or(manifest.timeout).unwrap_or(timeout::DEFAULT);
-    let ctx = Context {
-        base_dir: manifest.base_dir.clone(),
-        tenant,
-        deadline: std::time::Instant::now() + timeout,
-    };
-    Ok(Prepared {
-        manifest,
-        requests,
-        ctx,
-        inherited,
-        shadowed,
-    })
-}
-
-/// The audit targets of a run: the manifest's `audit:` and `--audit-log`/`$ENVRUN_AUDIT_LOG`.
-fn audit_targets(manifest: &Manifest, cli: Option<&std::path::Path>) -> Vec<audit::Target> {
-    let mut targets = Vec::new();
-    if let Some(a) = &manifest.audit {
-        targets.push(audit::Target {
-            path: a.path.clone(),
-            required: a.required,
-        });
-    }
-    if let Some(path) = cli.filter(|p| !p.as_os_str().is_empty()) {
-        let path = if path == std::path::Path::new(audit::SYSLOG) {
-            path.to_owned()
-        } else {
-            std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
-        };
-        if !targets.iter().any(|t| t.path == path) {
-            // The command line has no `required: false`: what a user asks for, they get.
-            targets.push(audit::Target {
-                path,
-                required: true,
-            });
-        }
-    }
-    targets
-}
-
-/// The main job: manifest, resolve, launch.
+/// The main job: configuration, audit log, resolution, masking, launch (or, with
+/// `--dry-run`, a report of what would run).
 fn run_command(args: RunArgs) -> Result<i32, Error> {
-    let manifest = Manifest::discover(args.manifest.as_deref())?.for_run()?;
-    let targets = if args.dry_run {
-        Vec::new()
-    } else {
-        audit_targets(&manifest, args.audit_log.as_deref())
-    };
-    let record_argv = manifest.audit.as_ref().is_some_and(|a| a.argv);
+    let dry_run = args.dry_run;
+    let audit_log = args.audit_log.clone();
+    let config = RunConfig::build(args)?;
+    config.manifest.refuse_duplicates()?;
     // Opened before anything is resolved: a log that cannot be written stops the run here.
-    let mut audit = audit::Audit::open(&targets, record_argv)?;
-    if let Some(a) = audit.as_mut() {
-        a.command = args
-            .command
-            .iter()
-            .map(|c| c.to_string_lossy().into_owned())
-            .collect();
-        a.manifest = manifest.path.clone();
-    }
-    let inherit_refs = !args.no_inherit_refs && !args.clean_env;
-    let prepared = match prepare(manifest, args.tenant.as_deref(), args.timeout, inherit_refs) {
-        Ok(p) => p,
-        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    let audit = match dry_run {
+        true => None,
+        false => open_audit(&config, audit_log.as_deref())?,
     };
-    if let Some(a) = audit.as_mut() {
-        a.tenant = prepared.ctx.tenant.clone();
-    }
-    let outcome =
-        resolve::resolve_each(&prepared.manifest, &prepared.requests, &prepared.ctx, false);
-    if let Some(a) = audit.as_mut() {
+    let outcome = resolve_reporting_warnings(&config, false);
+    let described: Vec<(String, String)> = outcome
+        .vars
+        .iter()
+        .map(|v| (v.name.clone(), v.describe()))
+        .collect();
+    let audit = audit.map(|mut a| {
         a.variables = outcome
             .vars
             .iter()
             .filter(|v| v.name != "-")
             .map(|v| audit::Variable::new(&v.name, &v.sources))
             .collect();
-    }
-    let sources: Vec<(String, String)> = if args.dry_run {
-        outcome
-            .vars
-            .iter()
-            .map(|v| (v.name.clone(), v.describe()))
-            .collect()
-    } else {
-        Vec::new()
-    };
+        a
+    });
     let resolved = match resolve::into_resolved(outcome) {
         Ok(r) => r,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
-
-    let mut env: Vec<(OsString, Secret)> =
-        Vec::with_capacity(prepared.inherited.len() + resolved.vars.len());
-    for (name, value) in prepared.inherited {
-        // A variable a backend read a secret from stays behind; the manifest's own variables
-        // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
-        let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
-        let keep = (!args.clean_env || (name == "PATH")) && !consumed;
-        if keep {
-            env.push((name, Secret::from_vec(value.into_encoded_bytes())));
-        }
-    }
-    let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
-    for (name, value) in resolved.vars {
-        env.push((OsString::from(name), value.bytes));
-    }
-    let opts = scrub::ScrubOptions {
-        mask_with: args.mask_with,
-        min_len: args.min_mask_len,
-    };
-    let scrubber = match launch::scrubber(&resolved.masks, &opts, !args.no_mask) {
+    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
         Ok(s) => s,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
     drop(resolved.masks);
+    let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
+    let env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
     let mut plan = launch::Plan {
-        argv: args.command,
+        argv: config.argv,
         env,
         scrubber,
-        mask: !args.no_mask,
+        mask: config.mask,
         on_exit: None,
     };
-    if args.dry_run {
-        return commands::dry_run::print(&plan, &sources, &removed, &prepared.manifest);
+    if dry_run {
+        return commands::dry_run::print(&plan, &described, &removed, &config.manifest);
     }
     if let Some(a) = audit {
         if plan.supervised() {
@@ -305,6 +179,27 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
     launch::launch(plan)
 }
 
+/// Opens the audit log of a run, if the manifest or the command line asks for one.
+fn open_audit(
+    config: &RunConfig,
+    cli: Option<&std::path::Path>,
+) -> Result<Option<audit::Audit>, Error> {
+    let manifest = &config.manifest;
+    let targets = audit::targets(manifest.audit.as_ref(), cli);
+    let argv = manifest.audit.as_ref().is_some_and(|a| a.argv);
+    let Some(mut audit) = audit::Audit::open(&targets, argv)? else {
+        return Ok(None);
+    };
+    audit.command = config
+        .argv
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    audit.manifest = manifest.path.clone();
+    audit.tenant = config.ctx.tenant.clone();
+    Ok(Some(audit))
+}
+
 /// Records that the command was not started because of `err` (when auditing), and returns
 /// the error to report. A failing record is reported too, after it.
 fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
@@ -316,4 +211,21 @@ fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
         }
     }
     err
+}
+
+/// Resolves every request (see [`resolve::resolve_each`]); what backends warn about is
+/// printed whether or not it succeeds. `envrun check` resolves through here too.
+pub fn resolve_reporting_warnings(config: &RunConfig, fetch_all: bool) -> resolve::Outcome {
+    let mut warnings = Vec::new();
+    let outcome = resolve::resolve_each(
+        &config.manifest,
+        &config.requests,
+        &config.ctx,
+        fetch_all,
+        &mut warnings,
+    );
+    for warning in &warnings {
+        ui::warn(warning);
+    }
+    outcome
 }

@@ -292,9 +292,9 @@ impl Manifest {
 
     /// The manifest for a run: a variable written twice is an error there (which one was
     /// meant?); `envrun check` reports it as a finding instead.
-    pub fn for_run(self) -> Result<Manifest, Error> {
+    pub fn refuse_duplicates(&self) -> Result<(), Error> {
         match self.duplicates.first() {
-            None => Ok(self),
+            None => Ok(()),
             Some(d) => Err(Error::ManifestParse {
                 path: self.path.clone().unwrap_or_default(),
                 message: format!(
@@ -318,6 +318,18 @@ impl Manifest {
                 .iter()
                 .find(|r| glob::Pattern::new(&r.pattern).is_ok_and(|p| p.matches(var)))
         })
+    }
+
+    /// The names a `secret@NAME:` reference can use: `default` and every entry of `backends:`.
+    pub fn backend_names(&self) -> Vec<&str> {
+        let mut names = vec![crate::resolve::DEFAULT_BACKEND];
+        names.extend(
+            self.backends
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != crate::resolve::DEFAULT_BACKEND),
+        );
+        names
     }
 
     /// A short name for messages: the manifest's path, or "(no manifest)".
@@ -381,7 +393,7 @@ mod tests {
         assert_eq!(m.environment[0].1, vec![Part::Literal("two".into())]);
         assert_eq!(m.duplicates.len(), 1);
         assert_eq!(m.duplicates[0].lines, vec![2, 4]);
-        let err = m.for_run().unwrap_err().to_string();
+        let err = m.refuse_duplicates().unwrap_err().to_string();
         assert!(
             err.contains("`A` is defined more than once") && err.contains("lines 2, 4"),
             "{err}"

@@ -15,11 +15,12 @@ use serde::Serialize;
 
 use super::write_stdout;
 use crate::check;
-use crate::cli::CheckArgs;
+use crate::cli::{CheckArgs, RunArgs};
+use crate::config::RunConfig;
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::reference::Part;
-use crate::resolve::{self, Age, DEFAULT_BACKEND, VarOutcome};
+use crate::resolve::{Age, DEFAULT_BACKEND, VarOutcome};
 use crate::secret::Secret;
 use crate::ui;
 
@@ -75,19 +76,26 @@ struct Report {
 }
 
 pub fn run(args: CheckArgs) -> Result<i32, Error> {
-    let manifest = Manifest::discover(args.manifest.as_deref())?;
     let template = match &args.template {
         Some(path) => Some(read_template(path)?),
         None => None,
     };
-    let prepared = crate::prepare(
-        manifest,
-        args.tenant.as_deref(),
-        args.timeout,
-        !args.no_inherit_refs,
-    )?;
-    let outcome =
-        resolve::resolve_each(&prepared.manifest, &prepared.requests, &prepared.ctx, true);
+    // The configuration of a run of nothing: the same manifest, environment, tenant and
+    // deadline rules as `envrun -- COMMAND`.
+    let prepared = RunConfig::build(RunArgs {
+        manifest: args.manifest.clone(),
+        clean_env: false,
+        no_inherit_refs: args.no_inherit_refs,
+        tenant: args.tenant.clone(),
+        no_mask: false,
+        mask_with: String::from("***"),
+        min_mask_len: args.min_mask_len,
+        timeout: args.timeout,
+        dry_run: false,
+        audit_log: None,
+        command: Vec::new(),
+    })?;
+    let outcome = crate::resolve_reporting_warnings(&prepared, true);
     // Everything printed below also passes through a masker of every value found: a last
     // line of defence, as for a run's own messages.
     let masks: Vec<(String, Secret)> = outcome
@@ -401,7 +409,7 @@ fn check_var(
 
 /// Findings about the manifest as a whole: repeated variables, credentials written in it,
 /// unused backends and rotation policies, inherited references it overrides.
-fn manifest_findings(prepared: &crate::Prepared, vars: &[VarOutcome], findings: &mut Vec<Finding>) {
+fn manifest_findings(prepared: &RunConfig, vars: &[VarOutcome], findings: &mut Vec<Finding>) {
     let manifest = &prepared.manifest;
     for d in &manifest.duplicates {
         findings.push(Finding {
