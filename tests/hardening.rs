@@ -344,3 +344,121 @@ fn key_files_and_stores_that_are_devices_or_directories_get_the_right_hint() {
     .stderr_has("store-dir is a directory, not a regular file")
     .never_shows("chmod");
 }
+
+/// Runs `shell_cmd` on a pseudo-terminal (script(1)); types `keys` once envrun's prompt
+/// shows. Returns everything the terminal showed.
+fn on_a_terminal(t: &Test, shell_cmd: &str, keys: &[u8]) -> String {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let mut child = Command::new(debian_tool("script", "util-linux"))
+        .args(["-qfec", shell_cmd, "/dev/null"])
+        .current_dir(t.dir.path())
+        .env("SHELL", "/bin/sh")
+        .env_remove("ENVRUN_KEY")
+        .env_remove("ENVRUN_STORE")
+        .env_remove("ENVRUN_KEY_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1) from util-linux");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut out = child.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains("(input hidden): ") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no prompt");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(keys).unwrap();
+    stdin.flush().unwrap();
+    // Keep stdin open until the command is done: script(1) turns its EOF into ^D.
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "script hangs");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(stdin);
+    reader.join().unwrap();
+    String::from_utf8_lossy(&seen.lock().unwrap()).into_owned()
+}
+
+#[test]
+fn the_prompt_refuses_a_value_typed_with_arrow_keys_and_stdin_stays_byte_exact() {
+    let t = Test::new();
+    // abc, Left-arrow, def, Enter: used to store "abc\x1b[Ddef".
+    let screen = on_a_terminal(
+        &t,
+        &format!("'{BIN}' secrets set P; echo status=$?"),
+        b"abc\x1b[Ddef\r",
+    );
+    assert!(screen.contains("terminal escape sequence"), "{screen}");
+    assert!(screen.contains("nothing was stored"), "{screen}");
+    assert!(screen.contains("status=125"), "{screen}");
+    assert!(!t.path("secrets.json.enc").exists());
+    // The same bytes on stdin are a value like any other.
+    t.command(&["secrets", "set", "P"])
+        .stdin_bytes(b"abc\x1b[Ddef")
+        .done()
+        .status(0);
+    let out = t.run(&["secrets", "get", "P", "--reveal"]).status(0);
+    assert_eq!(out.0.stdout, b"abc\x1b[Ddef");
+    // Typing plainly still works.
+    let screen = on_a_terminal(
+        &t,
+        &format!("'{BIN}' secrets set Q; echo status=$?"),
+        b"plain-value\r",
+    );
+    assert!(screen.contains("status=0"), "{screen}");
+    t.run(&["secrets", "get", "Q", "--reveal"])
+        .status(0)
+        .stdout("plain-value");
+}
+
+#[test]
+fn set_refuses_a_value_with_a_nul_byte() {
+    let t = Test::new();
+    t.command(&["secrets", "set", "N"])
+        .stdin_bytes(b"before\0after")
+        .done()
+        .status(125)
+        .stderr_has("the value of `N` contains a NUL byte")
+        .stderr_has("nothing was stored")
+        .never_shows("before");
+    assert!(!t.path("secrets.json.enc").exists());
+}
+
+#[test]
+fn a_nul_in_a_resolved_value_is_not_called_a_usage_error() {
+    let t = Test::new().manifest("environment:\n  V: file:v.bin\n");
+    std::fs::write(t.path("v.bin"), b"a\0b-CANARY").unwrap();
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("the value of `V` contains a NUL byte")
+        .never_shows("--help")
+        .never_shows("CANARY");
+}
+
+#[test]
+fn envrun_masks_its_own_messages_before_escaping_them() {
+    // A secret with ESC in it: escaped first, it no longer matched the mask. The command
+    // name is the only place a test can make envrun print a value of its own accord.
+    let secret = format!("\x1b[31m{CANARY}");
+    let t = Test::new().manifest("environment:\n  V: file:v.txt\n");
+    std::fs::write(t.path("v.txt"), &secret).unwrap();
+    t.run(&["--", &secret])
+        .status(127)
+        .stderr_has("command not found")
+        .never_shows(CANARY);
+}

@@ -224,6 +224,14 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
     if std::str::from_utf8(value.expose()).is_err() {
         return Err(StoreError::NotUtf8(name.to_owned()).into());
     }
+    if value.expose().contains(&0) {
+        return Err(Error::invalid(
+            format!(
+                "the value of `{name}` contains a NUL byte, which an environment variable cannot hold; nothing was stored"
+            ),
+            "remove the NUL bytes, or base64-encode binary values",
+        ));
+    }
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
     let previous = contents.secrets.insert(name.to_owned(), value);
