@@ -462,3 +462,82 @@ fn envrun_masks_its_own_messages_before_escaping_them() {
         .stderr_has("command not found")
         .never_shows(CANARY);
 }
+
+/// Runs envrun with `manifest` and expects exit 125 with each of `expected` in the error.
+fn manifest_error(manifest: &str, expected: &[&str]) {
+    let t = Test::new().manifest(manifest);
+    let mut done = t.run(&["--", "true"]).status(125);
+    for e in expected {
+        done = done.stderr_has(e);
+    }
+    // The harness already fails on library words in any envrun message; say so here too.
+    assert_no_internals(&done.0.stderr);
+}
+
+#[test]
+fn unknown_keys_are_errors_at_every_level_with_a_suggestion() {
+    // Used to be ignored: `requird: false` silently meant required.
+    manifest_error(
+        "secrets:\n  type: dotenv\n  files:\n    - path: .env\n      requird: false\n",
+        &[
+            "line 5 column 7: unknown key `requird` under `secrets.files[0]`",
+            "did you mean `required`?",
+        ],
+    );
+    manifest_error(
+        "enviroment:\n  A: x\n",
+        &[
+            "line 1 column 1: unknown key `enviroment` at the top level; did you mean `environment`?",
+        ],
+    );
+    manifest_error(
+        "backends:\n  p:\n    type: env\n    prefx: A\n",
+        &["line 4 column 5: unknown key `prefx` under `backends.p`; did you mean `prefix`?"],
+    );
+    manifest_error(
+        "secrets:\n  type: vaultt\n",
+        &["unknown type `vaultt`; did you mean `vault`?"],
+    );
+}
+
+#[test]
+fn errors_point_at_the_offending_key_not_its_parent() {
+    // Used to be reported at line 1 column 1.
+    manifest_error(
+        "secrets: {type: local, bogus: 1}\n",
+        &["line 1 column 24: unknown key `bogus` under `secrets`"],
+    );
+    manifest_error(
+        "environment:\n  A: x\nsecrets:\n  type: local\n  bogus: 1\n",
+        &["line 5 column 3: unknown key `bogus` under `secrets`"],
+    );
+}
+
+#[test]
+fn library_internals_are_rewritten_into_what_to_fix() {
+    manifest_error(
+        "environment:\n  A: x\n  A: y\n",
+        &["line 3 column 3: key `A` appears twice in the same mapping; keep one"],
+    );
+    manifest_error(
+        "environment:\n  A:\n",
+        &["line 2 column 4: a value is missing after `:`"],
+    );
+    manifest_error(
+        "secrets:\n  type: dotenv\n  files: [3]\n",
+        &["expected a file path, or `{ path: FILE, required: false }`"],
+    );
+    manifest_error(
+        "environment:\n  A: [1, 2]\n",
+        &["expected one value (text or a number) here, not a list or a mapping"],
+    );
+    // Many aliases of one anchor trip the YAML parser's limits ("AliasAnchorRatio {...}").
+    let mut many = String::from("environment:\n  A: &a lol\n");
+    for i in 0..150 {
+        many.push_str(&format!("  B{i}: *a\n"));
+    }
+    manifest_error(
+        &many,
+        &["the manifest is too large or nests or repeats aliases (`*name`) too much"],
+    );
+}
