@@ -541,3 +541,153 @@ fn library_internals_are_rewritten_into_what_to_fix() {
         &["the manifest is too large or nests or repeats aliases (`*name`) too much"],
     );
 }
+
+/// Writes an executable file in the test directory.
+fn script(t: &Test, name: &str, content: &[u8]) {
+    std::fs::write(t.path(name), content).unwrap();
+    std::fs::set_permissions(t.path(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A manifest with one secret value, so envrun supervises instead of exec-ing.
+fn supervised() -> Test {
+    Test::new()
+        .file("tok.txt", "tok-value-123")
+        .manifest("environment:\n  T: file:tok.txt\n")
+}
+
+#[test]
+fn a_missing_interpreter_is_named_not_called_command_not_found() {
+    for t in [Test::new(), supervised()] {
+        script(&t, "a.sh", b"#!/nonexistent/interp\necho hi\n");
+        t.run(&["--", "./a.sh"])
+            .status(126)
+            .stderr_has("its interpreter /nonexistent/interp (from the `#!` line) does not exist")
+            .stderr_has("hint: install /nonexistent/interp")
+            .never_shows("command not found");
+        script(&t, "crlf.sh", b"#!/bin/sh\r\necho hi\r\n");
+        t.run(&["--", "./crlf.sh"])
+            .status(126)
+            .stderr_has("carriage return")
+            .stderr_has("Windows (CRLF) line endings")
+            .stderr_has("dos2unix ./crlf.sh")
+            .never_shows("command not found");
+    }
+}
+
+#[test]
+fn a_script_without_a_shebang_runs_with_bin_sh_as_shells_do() {
+    for t in [Test::new(), supervised()] {
+        script(
+            &t,
+            "plain.sh",
+            b"printf 'ran as %s with %s' \"$0\" \"$1\"\n",
+        );
+        t.run(&["--", "./plain.sh", "arg-1"])
+            .status(0)
+            .stdout("ran as ./plain.sh with arg-1");
+        // Not text: said so, not run with /bin/sh.
+        script(&t, "blob", b"\x00\x01\x02binary\n");
+        t.run(&["--", "./blob"])
+            .status(126)
+            .stderr_has("not a program this system can run");
+    }
+}
+
+#[test]
+fn a_command_without_dashes_gets_the_line_that_would_run_it() {
+    let t = Test::new();
+    t.run(&["echo", "hi"])
+        .status(125)
+        .stderr_has("hint: to run a command, put `--` before it: `envrun -- echo hi`");
+    t.run(&["--no-mask", "-m", "x.yaml", "sh", "-c", "echo $A"])
+        .status(125)
+        .stderr_has("`envrun --no-mask -m x.yaml -- sh -c 'echo $A'`");
+    // A mistyped subcommand is not mistaken for a command.
+    t.run(&["secrets", "lst"])
+        .status(125)
+        .stderr_has("'list'")
+        .never_shows("put `--` before it");
+}
+
+#[test]
+fn empty_envrun_variables_count_as_unset() {
+    let t = Test::new().file("v.txt", "from-file");
+    for (var, value) in [
+        ("ENVRUN_MANIFEST", ""),
+        ("ENVRUN_NO_MASK", ""),
+        ("ENVRUN_MIN_MASK_LEN", ""),
+        ("ENVRUN_MASK_WITH", ""),
+        ("ENVRUN_TENANT", ""),
+        ("ENVRUN_TIMEOUT", ""),
+    ] {
+        t.command(&["--", "sh", "-c", "printf ok"])
+            .env_pass(var, value)
+            .done()
+            .status(0)
+            .stdout("ok")
+            .stderr("");
+    }
+    // ENVRUN_MASK_WITH= masks with the default, not with nothing.
+    let t = Test::new()
+        .file("v.txt", "value-to-mask-42")
+        .manifest("environment:\n  V: file:v.txt\n");
+    t.command(&["--", "sh", "-c", "printf %s \"$V\""])
+        .env_pass("ENVRUN_MASK_WITH", "")
+        .done()
+        .status(0)
+        .stdout("***");
+}
+
+#[test]
+fn a_bad_value_in_a_variable_names_the_variable_not_the_flag() {
+    let t = Test::new();
+    for (var, value, flag) in [
+        ("ENVRUN_MIN_MASK_LEN", "abc", "--min-mask-len"),
+        ("ENVRUN_NO_MASK", "maybe", "--no-mask"),
+        ("ENVRUN_TIMEOUT", "soon", "--timeout"),
+    ] {
+        t.command(&["--", "true"])
+            .env_pass(var, value)
+            .done()
+            .status(125)
+            .stderr_has(&format!("invalid value '{value}' in ${var}"))
+            .stderr_has(&format!("hint: fix or unset {var} (it stands for {flag}"))
+            .never_shows("for '--");
+    }
+    // On the command line it is the flag's fault.
+    t.run(&["--min-mask-len", "abc", "--", "true"])
+        .status(125)
+        .stderr_has("for '--min-mask-len <N>'");
+}
+
+#[test]
+fn hints_name_the_next_step_for_the_backend_and_cause() {
+    let t = Test::new()
+        .manifest("secrets:\n  type: files\n  dir: secrets\nenvironment:\n  A: secret:MISSING\n")
+        .mkdir("secrets");
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("hint: create ")
+        .stderr_has("secrets/MISSING")
+        .never_shows("secrets list");
+    let t = Test::new()
+        .manifest("secrets:\n  type: env\n  prefix: APP_\nenvironment:\n  A: secret:MISSING\n");
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("hint: set $APP_MISSING in envrun's environment")
+        .never_shows("secrets list");
+    let t = Test::new()
+        .manifest("environment:\n  A: secret:MISSING\n")
+        .secret("X", "x-value");
+    t.run(&["--", "true"])
+        .status(125)
+        .stderr_has("`envrun secrets set MISSING` adds it");
+    // Not a usage error, so no pointer to --help.
+    Test::new()
+        .command(&["secrets", "set", "E"])
+        .stdin_bytes(b"")
+        .done()
+        .status(125)
+        .stderr_has("empty value on stdin")
+        .never_shows("--help");
+}

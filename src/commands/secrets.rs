@@ -78,10 +78,10 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!(
-            "invalid secret name `{}`: use letters, digits, `_`, `.`, `-` and `/`",
-            ui::sanitize(name)
-        )))
+        Err(Error::invalid(
+            format!("invalid secret name `{}`", ui::sanitize(name)),
+            "a name uses letters, digits, `_`, `.`, `-` and `/` (what a manifest can write after `secret:`)",
+        ))
     }
 }
 
