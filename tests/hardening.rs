@@ -691,3 +691,74 @@ fn hints_name_the_next_step_for_the_backend_and_cause() {
         .stderr_has("empty value on stdin")
         .never_shows("--help");
 }
+
+/// Runs `script` as root in a private mount namespace with a fresh tmpfs on /run, so a test
+/// can mount secrets where Docker and Kubernetes do without touching the machine's /run.
+fn in_private_run(t: &Test, script: &str) -> Option<Done> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs on /run needs root (unshare --mount)");
+        return None;
+    }
+    let unshare = debian_tool("unshare", "util-linux");
+    let mut run = t.command(&[]);
+    let mut cmd = Command::new(unshare);
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("mount -t tmpfs tmpfs /run && {script}"))
+        .current_dir(t.dir.path());
+    for (k, v) in run.cmd.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    run.cmd = cmd;
+    Some(run.done())
+}
+
+#[test]
+fn files_mounted_as_docker_and_kubernetes_do_are_not_warned_about() {
+    let t = Test::new().manifest(
+        "secrets:\n  type: files\nbackends:\n  k8s:\n    type: files\n    dir: /var/run/secrets/app\nenvironment:\n  A: secret:TOKEN\n  B: secret@k8s:PASSWORD\n",
+    );
+    let Some(done) = in_private_run(
+        &t,
+        &format!(
+            "mkdir -p /run/secrets/app && printf tok-value > /run/secrets/TOKEN && chmod 444 /run/secrets/TOKEN \
+             && printf pw-value > /run/secrets/app/PASSWORD && chmod 644 /run/secrets/app/PASSWORD \
+             && exec '{BIN}' -- sh -c 'test \"$A\" = tok-value && test \"$B\" = pw-value'"
+        ),
+    ) else {
+        return;
+    };
+    done.status(0).stderr("");
+    // Writable by others is not a platform's mode: still warned about there.
+    let Some(done) = in_private_run(
+        &t,
+        &format!(
+            "mkdir -p /run/secrets/app && printf tok-value > /run/secrets/TOKEN && chmod 666 /run/secrets/TOKEN \
+             && printf pw-value > /run/secrets/app/PASSWORD && chmod 400 /run/secrets/app/PASSWORD \
+             && exec '{BIN}' -- true"
+        ),
+    ) else {
+        return;
+    };
+    done.status(0)
+        .stderr_has("/run/secrets/TOKEN is readable by other users (mode 0666)");
+}
+
+#[test]
+fn a_world_readable_secret_elsewhere_warns_unless_warn_readable_is_false() {
+    let manifest = |extra: &str| {
+        format!("secrets:\n  type: files\n  dir: secrets\n{extra}environment:\n  A: secret:TOKEN\n")
+    };
+    let t = Test::new()
+        .manifest(&manifest(""))
+        .file("secrets/TOKEN", "tok-value")
+        .chmod("secrets/TOKEN", 0o644);
+    t.run(&["--", "true"])
+        .status(0)
+        .stderr_has("secrets/TOKEN is readable by other users (mode 0644)")
+        .stderr_has("`warn_readable: false`");
+    std::fs::write(t.path("envrun.yaml"), manifest("  warn_readable: false\n")).unwrap();
+    t.run(&["--", "true"]).status(0).stderr("");
+}
