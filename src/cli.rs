@@ -369,3 +369,64 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
+
+/// Parses the process's command line. An `ENVRUN_*` variable that is set but empty counts
+/// as unset (as `ENVRUN_TENANT=` always did): `ENVRUN_MANIFEST= envrun -- cmd` in a
+/// container or a CI step that blanks a variable must not turn into an error.
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let cmd = ignore_empty_env(command());
+    let mut matches = cmd.try_get_matches()?;
+    Cli::from_arg_matches_mut(&mut matches)
+}
+
+/// Drops the `env = ...` of every argument whose variable is set to the empty string.
+fn ignore_empty_env(mut cmd: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |a| a.env(None));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, ignore_empty_env);
+    }
+    cmd
+}
+
+/// For an invalid value: the variable it came from, when the option is not on the command
+/// line but its `env = ...` variable is set (`--min-mask-len <N>` -> `ENVRUN_MIN_MASK_LEN`).
+pub fn env_source(invalid_arg: &str) -> Option<String> {
+    let long = invalid_arg.split_whitespace().next()?.strip_prefix("--")?;
+    let arg = find_long(&command(), long)?;
+    let var = arg.get_env()?.to_str()?.to_owned();
+    let on_command_line = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{long}")
+                || a.starts_with(&format!("--{long}="))
+                || arg
+                    .get_short()
+                    .is_some_and(|c| a.starts_with(&format!("-{c}")))
+        });
+    (!on_command_line && std::env::var_os(&var).is_some()).then_some(var)
+}
+
+fn find_long(cmd: &clap::Command, long: &str) -> Option<clap::Arg> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .cloned()
+        .or_else(|| cmd.get_subcommands().find_map(|s| find_long(s, long)))
+}

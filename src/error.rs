@@ -70,6 +70,14 @@ pub enum Error {
     #[error("cannot run `{command}`: {source}")]
     CannotRun { command: String, source: io::Error },
 
+    /// The command was found, but the interpreter its `#!` line names was not.
+    #[error("cannot run `{command}`: {}", interpreter_message(interpreter, *crlf))]
+    Interpreter {
+        command: String,
+        interpreter: String,
+        crlf: bool,
+    },
+
     #[error("{0}")]
     Scrub(#[from] crate::scrub::ScrubError),
 
@@ -101,6 +109,16 @@ impl std::fmt::Display for Failure {
     }
 }
 
+fn interpreter_message(interpreter: &str, crlf: bool) -> String {
+    if crlf {
+        format!(
+            "its `#!` line names the interpreter `{interpreter}` followed by a carriage return (\\r), which does not exist: the file has Windows (CRLF) line endings"
+        )
+    } else {
+        format!("its interpreter {interpreter} (from the `#!` line) does not exist")
+    }
+}
+
 impl Error {
     pub fn io(what: impl Into<String>, source: io::Error) -> Error {
         Error::Io {
@@ -128,7 +146,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NotFound { .. } => EXIT_NOT_FOUND,
-            Error::CannotRun { .. } => EXIT_CANNOT_RUN,
+            Error::CannotRun { .. } | Error::Interpreter { .. } => EXIT_CANNOT_RUN,
             Error::Absent { .. } => EXIT_ABSENT,
             _ => EXIT_ENVRUN,
         }
@@ -163,6 +181,12 @@ impl Error {
             Error::Backend(e) => return e.hint_or_default(),
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
+            Error::Interpreter { command, crlf: true, .. } => format!(
+                "convert the file to Unix line endings, e.g. `sed -i 's/\\r$//' {command}` or `dos2unix {command}`"
+            ),
+            Error::Interpreter { interpreter, .. } => format!(
+                "install {interpreter}, or change the `#!` line to an interpreter that exists (e.g. `#!/usr/bin/env NAME`)"
+            ),
             Error::Scrub(_) => {
                 "fewer or shorter secrets would fit; --no-mask runs the command without masking".into()
             }

@@ -22,17 +22,16 @@ pub mod store;
 pub mod timeout;
 pub mod ui;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Command, RunArgs};
 use crate::config::RunConfig;
 use crate::error::{EXIT_ENVRUN, Error};
 
 /// Runs envrun with the process arguments and returns the exit status.
 pub fn run() -> i32 {
     harden();
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -66,26 +65,113 @@ fn usage_error(e: clap::Error) -> i32 {
             EXIT_ENVRUN
         }
         _ => {
-            let text = e.render().to_string();
-            let text = text.strip_prefix("error: ").unwrap_or(&text);
-            let (mut message, mut tips) = (Vec::new(), Vec::new());
-            for line in text
-                .lines()
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.trim().is_empty())
-            {
-                match line.trim_start().strip_prefix("tip: ") {
-                    Some(tip) => tips.push(tip.to_owned()),
-                    None => message.push(line),
-                }
-            }
-            ui::error(&Error::Cli {
-                message: message.join("\n"),
-                tips,
-            });
+            ui::error(&cli_error(&e));
             EXIT_ENVRUN
         }
     }
+}
+
+/// clap's message and tips as envrun's error, with three corrections: a value that came
+/// from an `ENVRUN_*` variable names the variable, not the option; a command given without
+/// `--` gets the line that would run it; clap's own usage lines are left out.
+fn cli_error(e: &clap::Error) -> Error {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let (mut message, mut tips) = (Vec::new(), Vec::new());
+    for line in text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.trim().is_empty())
+    {
+        match line.trim_start().strip_prefix("tip: ") {
+            Some(tip) => tips.push(tip.to_owned()),
+            None => message.push(line.to_owned()),
+        }
+    }
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) && let Some(arg) = context(ContextKind::InvalidArg)
+        && let Some(var) = cli::env_source(&arg)
+    {
+        let value = context(ContextKind::InvalidValue).unwrap_or_default();
+        let reason = message
+            .first()
+            .and_then(|m| m.split_once(&format!("'{arg}': ")))
+            .map(|(_, r)| r.to_owned())
+            .unwrap_or_else(|| String::from("not a valid value"));
+        return Error::invalid(
+            format!(
+                "invalid value '{}' in ${var}: {reason}",
+                ui::sanitize(&value)
+            ),
+            format!(
+                "fix or unset {var} (it stands for {}; see `envrun --help`)",
+                arg.split_whitespace().next().unwrap_or(&arg)
+            ),
+        );
+    }
+    if matches!(
+        e.kind(),
+        ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand
+    ) && let Some(run) = command_without_dashes()
+    {
+        tips.insert(0, format!("to run a command, put `--` before it: `{run}`"));
+    }
+    Error::Cli {
+        message: message.join("\n"),
+        tips,
+    }
+}
+
+/// `envrun [OPTIONS] -- COMMAND...` for a command line that has a command but no `--`
+/// (`envrun echo hi` -> `envrun -- echo hi`), if the first word is not a subcommand.
+fn command_without_dashes() -> Option<String> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.iter().any(|a| a == "--") {
+        return None;
+    }
+    let cmd = cli::command();
+    // Options before the command, with their values (`-m FILE`, `--tenant=acme`).
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') {
+        let takes_value = cmd.get_arguments().any(|a| {
+            let named = args[i].strip_prefix("--").map_or_else(
+                || a.get_short().is_some_and(|c| args[i] == format!("-{c}")),
+                |l| a.get_long() == Some(l),
+            );
+            named && a.get_action().takes_values()
+        });
+        i += if takes_value { 2 } else { 1 };
+    }
+    let first = args.get(i)?;
+    if cmd.get_subcommands().any(|s| s.get_name() == first) {
+        return None;
+    }
+    let quote = |s: &String| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+        {
+            s.clone()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let before: Vec<String> = args[..i].iter().map(quote).collect();
+    let after: Vec<String> = args[i..].iter().map(quote).collect();
+    let mut line = vec![String::from("envrun")];
+    line.extend(before);
+    line.push(String::from("--"));
+    line.extend(after);
+    Some(line.join(" "))
 }
 
 /// Marks the process non-dumpable: no core file and no ptrace by other processes of the same

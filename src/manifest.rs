@@ -13,6 +13,8 @@ use crate::backend::BackendConfig;
 use crate::error::Error;
 use crate::reference::{self, Part};
 
+mod errors;
+
 /// The file name looked for in the working directory.
 pub const DEFAULT_NAME: &str = "envrun.yaml";
 
@@ -177,7 +179,8 @@ impl Manifest {
         let raw: Raw = if text.trim().is_empty() {
             Raw::default()
         } else {
-            serde_saphyr::from_str_with_options(text, options).map_err(|e| bad(one_line(&e)))?
+            serde_saphyr::from_str_with_options(text, options)
+                .map_err(|e| bad(errors::explain(&e, text)))?
         };
         let mut environment: Vec<(String, Vec<Part>)> = Vec::with_capacity(raw.environment.0.len());
         let mut lines: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -337,20 +340,6 @@ impl Manifest {
         self.path
             .as_ref()
             .map_or_else(|| "(no manifest)".into(), |p| p.display().to_string())
-    }
-}
-
-/// serde-saphyr's message with its position, on one line.
-fn one_line(e: &serde_saphyr::Error) -> String {
-    let text = e.to_string();
-    let text = text.strip_prefix("error: ").unwrap_or(&text);
-    let text = text.lines().next().unwrap_or_default();
-    match e.location() {
-        Some(at) => {
-            let message = text.rfind(" at line ").map_or(text, |i| &text[..i]);
-            format!("line {} column {}: {message}", at.line(), at.column())
-        }
-        None => text.to_owned(),
     }
 }
 

@@ -78,10 +78,10 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!(
-            "invalid secret name `{}`: use letters, digits, `_`, `.`, `-` and `/`",
-            ui::sanitize(name)
-        )))
+        Err(Error::invalid(
+            format!("invalid secret name `{}`", ui::sanitize(name)),
+            "a name uses letters, digits, `_`, `.`, `-` and `/` (what a manifest can write after `secret:`)",
+        ))
     }
 }
 
@@ -223,6 +223,14 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
     };
     if std::str::from_utf8(value.expose()).is_err() {
         return Err(StoreError::NotUtf8(name.to_owned()).into());
+    }
+    if value.expose().contains(&0) {
+        return Err(Error::invalid(
+            format!(
+                "the value of `{name}` contains a NUL byte, which an environment variable cannot hold; nothing was stored"
+            ),
+            "remove the NUL bytes, or base64-encode binary values",
+        ));
     }
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
