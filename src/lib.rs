@@ -3,18 +3,31 @@
 //! [`run`] is the whole program: parse the command line ([`cli`]), read the manifest
 //! ([`manifest`]), resolve every reference ([`resolve`], [`backend`]), then start the
 //! command ([`launch`]). `main.rs` only turns the result into an exit status.
+//!
+//! `unsafe` is forbidden in every module but `launch::sys`, which holds the raw syscalls.
 
+#[forbid(unsafe_code)]
 pub mod backend;
+#[forbid(unsafe_code)]
 pub mod cli;
+#[forbid(unsafe_code)]
 pub mod commands;
+#[forbid(unsafe_code)]
 pub mod error;
 pub mod launch;
+#[forbid(unsafe_code)]
 pub mod manifest;
+#[forbid(unsafe_code)]
 pub mod reference;
+#[forbid(unsafe_code)]
 pub mod resolve;
+#[forbid(unsafe_code)]
 pub mod scrub;
+#[forbid(unsafe_code)]
 pub mod secret;
+#[forbid(unsafe_code)]
 pub mod store;
+#[forbid(unsafe_code)]
 pub mod ui;
 
 use std::ffi::OsString;
@@ -23,7 +36,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::backend::Context;
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, RunOptions};
 use crate::error::{EXIT_ENVRUN, Error};
 use crate::manifest::Manifest;
 use crate::secret::Secret;
@@ -42,7 +55,13 @@ pub fn run() -> i32 {
         Some(Command::Secrets(args)) => commands::secrets::run(args),
         Some(Command::Completions { shell }) => commands::completions(shell),
         Some(Command::Man) => commands::man(),
-        None => run_command(cli.run),
+        Some(Command::Shell(args)) => {
+            let shell = commands::shell_program(args.shell);
+            run_command(args.options, vec![shell], &[("ENVRUN_ACTIVE", "1")])
+        }
+        Some(Command::Export(args)) => resolve_all(&args.options)
+            .and_then(|(_, resolved)| commands::export::run(&resolved, &args)),
+        None => run_command(cli.run.options, cli.run.command, &[]),
     };
     match result {
         Ok(code) => code,
@@ -97,8 +116,52 @@ fn harden() {
     }
 }
 
-/// The main job: manifest, resolve, launch.
-fn run_command(args: RunArgs) -> Result<i32, Error> {
+/// The main job: manifest, resolve, launch `command`, with `extra` variables added last.
+fn run_command(
+    args: RunOptions,
+    command: Vec<OsString>,
+    extra: &[(&str, &str)],
+) -> Result<i32, Error> {
+    let (inherited, resolved) = resolve_all(&args)?;
+    let mut env: Vec<(OsString, Secret)> =
+        Vec::with_capacity(inherited.len() + resolved.vars.len() + extra.len());
+    for (name, value) in inherited {
+        // A variable a backend read a secret from stays behind; the manifest's own variables
+        // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
+        let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
+        let keep = (!args.clean_env || (name == "PATH")) && !consumed;
+        if keep {
+            env.push((name, Secret::from_vec(value.into_encoded_bytes())));
+        }
+    }
+    for (name, value) in resolved.vars {
+        env.push((OsString::from(name), value.bytes));
+    }
+    for (name, value) in extra {
+        env.push((
+            OsString::from(name),
+            Secret::from_vec(value.as_bytes().to_vec()),
+        ));
+    }
+    let opts = scrub::ScrubOptions {
+        mask_with: args.mask_with,
+        min_len: args.min_mask_len,
+    };
+    let scrubber = launch::scrubber(&resolved.masks, &opts, !args.no_mask)?;
+    drop(resolved.masks);
+    let plan = launch::Plan {
+        argv: command,
+        env,
+        scrubber,
+        mask: !args.no_mask,
+        pty: !args.no_pty,
+    };
+    launch::launch(plan)
+}
+
+/// Manifest and resolution: envrun's inherited environment (minus what envrun keeps to
+/// itself) and every resolved variable.
+fn resolve_all(args: &RunOptions) -> Result<(Vec<(OsString, OsString)>, resolve::Resolved), Error> {
     let manifest = Manifest::discover(args.manifest.as_deref())?;
     let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
@@ -124,32 +187,5 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
         tenant,
     };
     let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
-
-    let mut env: Vec<(OsString, Secret)> =
-        Vec::with_capacity(inherited.len() + resolved.vars.len());
-    for (name, value) in inherited {
-        // A variable a backend read a secret from stays behind; the manifest's own variables
-        // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
-        let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
-        let keep = (!args.clean_env || (name == "PATH")) && !consumed;
-        if keep {
-            env.push((name, Secret::from_vec(value.into_encoded_bytes())));
-        }
-    }
-    for (name, value) in resolved.vars {
-        env.push((OsString::from(name), value.bytes));
-    }
-    let opts = scrub::ScrubOptions {
-        mask_with: args.mask_with,
-        min_len: args.min_mask_len,
-    };
-    let scrubber = launch::scrubber(&resolved.masks, &opts, !args.no_mask)?;
-    drop(resolved.masks);
-    let plan = launch::Plan {
-        argv: args.command,
-        env,
-        scrubber,
-        mask: !args.no_mask,
-    };
-    launch::launch(plan)
+    Ok((inherited, resolved))
 }
