@@ -267,14 +267,27 @@ fn ctrl_c_stops_a_sleep_with_status_130() {
 
 #[test]
 fn ctrl_c_reaches_the_child_exactly_once() {
-    // After ^C, a SIGUSR1 sent to envrun is forwarded through envrun's queue: had envrun
-    // queued a second SIGINT it would have arrived first (lower signals are taken first).
+    // On a pty, ^C is a byte envrun relays; the pty sends the child SIGINT.
+    ctrl_c_once(&[]);
+}
+
+#[test]
+fn ctrl_c_reaches_the_child_exactly_once_with_no_pty() {
+    // With pipes, the terminal sends SIGINT to envrun and the child (one process group);
+    // envrun must not forward its own copy.
+    ctrl_c_once(&["--no-pty"]);
+}
+
+/// After ^C, a SIGUSR1 sent to envrun is forwarded through envrun's queue: had envrun
+/// queued a second SIGINT it would have arrived first (lower signals are taken first).
+fn ctrl_c_once(opts: &[&str]) {
     let t = supervised();
     let (log, ready, stop) = (t.path("log"), t.path("ready"), t.path("stop"));
     let logger = format!("{FIXTURES}/signal_logger.py");
     let paths = [&log, &ready, &stop].map(|p| p.display().to_string());
     let (int, usr1) = (libc::SIGINT.to_string(), libc::SIGUSR1.to_string());
-    let mut args = vec!["--", "python3", &logger];
+    let mut args = opts.to_vec();
+    args.extend(["--", "python3", &logger]);
     args.extend(paths.iter().map(String::as_str));
     args.extend([int.as_str(), usr1.as_str()]);
     let mut term = Term::start(&t, &args);

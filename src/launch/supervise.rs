@@ -46,6 +46,16 @@ pub const STOP_GRACE: Duration = Duration::from_millis(500);
 /// Signals that ask envrun (and so the child) to stop.
 const STOP_REQUESTS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
+/// How the output ended, after the child's exit.
+enum Finished {
+    /// All of it was written (or its reader is gone), as the pump reports.
+    Written(Report),
+    /// A stop request ended the child, and [`STOP_GRACE`] later some was still unwritten.
+    Cut,
+    /// This signal asked envrun to stop while it was still writing.
+    Stopped(i32),
+}
+
 /// How the child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -92,13 +102,15 @@ pub fn supervise(
     };
     let status = run.wait_for_child()?;
     drop(exited_w);
-    let report = run.finish(pump)?;
+    let finished = run.finish(pump)?;
     run.restore_terminal();
-    if report.write_failed {
+    match finished {
         // The output is incomplete: whatever the child says, this run did not succeed.
-        return Ok(EXIT_ENVRUN);
+        Finished::Written(report) if report.write_failed => Ok(EXIT_ENVRUN),
+        Finished::Written(_) | Finished::Cut => Ok(end_like(status)),
+        // Told to stop while still writing the dead child's output: end as told.
+        Finished::Stopped(signo) => Ok(end_like(Status::Signaled(signo))),
     }
-    Ok(end_like(status))
 }
 
 /// With `PR_SET_CHILD_SUBREAPER`, orphaned descendants are re-parented to envrun (not to
@@ -409,11 +421,12 @@ impl Run {
 
     /// After the child's exit: waits for the pump to write what is left, still reading
     /// signals (and reaping), so envrun never hangs on a reader that has stopped reading.
-    /// A request to stop ends the wait at once, or [`STOP_GRACE`] after the child's exit
-    /// when it came earlier (it is what ended the child).
-    fn finish(&mut self, pump: Option<Pump>) -> Result<Report, Error> {
+    /// A request to stop ends the wait at once (envrun then dies by it: the output is
+    /// incomplete), or [`STOP_GRACE`] after the child's exit when it came earlier (it is
+    /// what ended the child, and envrun ends as the child did).
+    fn finish(&mut self, pump: Option<Pump>) -> Result<Finished, Error> {
         let Some(pump) = pump else {
-            return Ok(Report::default());
+            return Ok(Finished::Written(Report::default()));
         };
         let deadline = self.stop_requested.then(|| Instant::now() + STOP_GRACE);
         loop {
@@ -437,10 +450,10 @@ impl Run {
             if done {
                 // The thread has returned, so join does not wait. It only reads and writes
                 // and cannot panic on bad input.
-                return Ok(pump.thread.join().unwrap_or_default());
+                return Ok(Finished::Written(pump.thread.join().unwrap_or_default()));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(Report::default());
+                return Ok(Finished::Cut);
             }
             if signalled {
                 let received = signals::next(&self.sfd)?;
@@ -451,7 +464,7 @@ impl Run {
                     }
                     Action::Fatal(signo) => self.die(signo),
                     _ if STOP_REQUESTS.contains(&received.signo) => {
-                        return Ok(Report::default());
+                        return Ok(Finished::Stopped(received.signo));
                     }
                     // The child is gone: there is nobody to forward to.
                     _ => {}
