@@ -96,7 +96,7 @@ pub struct RunArgs {
 
 /// How the environment is resolved and the command run: shared by running a command,
 /// `shell` and `export`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunOptions {
     /// Manifest to read [default: ./envrun.yaml, if present]
     #[arg(short, long, env = "ENVRUN_MANIFEST", value_name = "PATH")]
@@ -140,6 +140,12 @@ pub struct RunOptions {
         default_value_t = 4
     )]
     pub min_mask_len: usize,
+
+    /// How long resolving every reference may take in all, retries included (e.g. 500ms,
+    /// 10s, 1m); past it envrun fails without starting COMMAND. Wins over the manifest's
+    /// `timeout:` [default: 10s]
+    #[arg(long, env = "ENVRUN_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
 
     /// Give COMMAND pipes instead of a pseudo-terminal when envrun's stdout is a terminal
     #[arg(long, env = "ENVRUN_NO_PTY", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
@@ -352,6 +358,10 @@ pub enum Charset {
     Base64,
     /// A-Z a-z 0-9 - _
     Urlsafe,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    crate::timeout::parse(text)
 }
 
 /// The clap command, for the man page and completions.

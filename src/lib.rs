@@ -13,7 +13,10 @@ pub mod cli;
 #[forbid(unsafe_code)]
 pub mod commands;
 #[forbid(unsafe_code)]
+pub mod config;
+#[forbid(unsafe_code)]
 pub mod error;
+pub mod fileio;
 pub mod launch;
 #[forbid(unsafe_code)]
 pub mod manifest;
@@ -28,21 +31,18 @@ pub mod secret;
 #[forbid(unsafe_code)]
 pub mod store;
 #[forbid(unsafe_code)]
+pub mod timeout;
+#[forbid(unsafe_code)]
 pub mod ui;
-
-use std::ffi::OsString;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::backend::Context;
-use crate::cli::{Cli, Command, RunOptions};
-use crate::error::{EXIT_ENVRUN, Error};
-use crate::manifest::Manifest;
-use crate::secret::Secret;
+use std::ffi::OsString;
 
-/// Variables envrun reads for itself and never passes on: `ENVRUN_KEY` is key material.
-const NOT_INHERITED: &[&str] = &["ENVRUN_KEY"];
+use crate::cli::{Cli, Command, RunOptions};
+use crate::config::RunConfig;
+use crate::error::{EXIT_ENVRUN, Error};
 
 /// Runs envrun with the process arguments and returns the exit status.
 pub fn run() -> i32 {
@@ -59,8 +59,7 @@ pub fn run() -> i32 {
             let shell = commands::shell_program(args.shell);
             run_command(args.options, vec![shell], &[("ENVRUN_ACTIVE", "1")])
         }
-        Some(Command::Export(args)) => resolve_all(&args.options)
-            .and_then(|(_, resolved)| commands::export::run(&resolved, &args)),
+        Some(Command::Export(args)) => export(args),
         None => run_command(cli.run.options, cli.run.command, &[]),
     };
     match result {
@@ -111,81 +110,65 @@ fn usage_error(e: clap::Error) -> i32 {
 /// Marks the process non-dumpable: no core file and no ptrace by other processes of the same
 /// user while envrun holds secrets. exec resets this for the command.
 fn harden() {
+    // A panic message could hold anything the code had at hand, a value included: say where
+    // it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        ui::error(&Error::Internal(format!(
+            "internal error{at} (a bug in envrun; its message is not shown, as it could hold a secret)"
+        )));
+    }));
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ui::warn(&format!("could not mark the process non-dumpable: {e}"));
     }
 }
 
-/// The main job: manifest, resolve, launch `command`, with `extra` variables added last.
+/// The main job: configuration, resolution, masking, launch of `command`, with `extra`
+/// variables added last (they win).
 fn run_command(
     args: RunOptions,
     command: Vec<OsString>,
     extra: &[(&str, &str)],
 ) -> Result<i32, Error> {
-    let (inherited, resolved) = resolve_all(&args)?;
-    let mut env: Vec<(OsString, Secret)> =
-        Vec::with_capacity(inherited.len() + resolved.vars.len() + extra.len());
-    for (name, value) in inherited {
-        // A variable a backend read a secret from stays behind; the manifest's own variables
-        // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
-        let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
-        let keep = (!args.clean_env || (name == "PATH")) && !consumed;
-        if keep {
-            env.push((name, Secret::from_vec(value.into_encoded_bytes())));
-        }
-    }
-    for (name, value) in resolved.vars {
-        env.push((OsString::from(name), value.bytes));
-    }
-    for (name, value) in extra {
-        env.push((
-            OsString::from(name),
-            Secret::from_vec(value.as_bytes().to_vec()),
-        ));
-    }
-    let opts = scrub::ScrubOptions {
-        mask_with: args.mask_with,
-        min_len: args.min_mask_len,
-    };
-    let scrubber = launch::scrubber(&resolved.masks, &opts, !args.no_mask)?;
+    let config = RunConfig::build(args, command)?;
+    let resolved = resolve_reporting_warnings(&config)?;
+    let scrubber = launch::scrubber(&resolved.masks, &config.scrub, config.mask)?;
     drop(resolved.masks);
-    let plan = launch::Plan {
-        argv: command,
+    let mut env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
+    );
+    launch::launch(launch::Plan {
+        argv: config.argv,
         env,
         scrubber,
-        mask: !args.no_mask,
-        pty: !args.no_pty,
-    };
-    launch::launch(plan)
+        mask: config.mask,
+        pty: config.pty,
+    })
 }
 
-/// Manifest and resolution: envrun's inherited environment (minus what envrun keeps to
-/// itself) and every resolved variable.
-fn resolve_all(args: &RunOptions) -> Result<(Vec<(OsString, OsString)>, resolve::Resolved), Error> {
-    let manifest = Manifest::discover(args.manifest.as_deref())?;
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
-        .collect();
-
-    let mut requests = Vec::new();
-    if !args.no_inherit_refs && !args.clean_env {
-        let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-        requests.extend(
-            resolve::inherited_requests(&inherited)?
-                .into_iter()
-                .filter(|(name, _)| !sets(name)),
-        );
+/// `envrun export`: the same configuration and resolution, printed instead of run.
+fn export(args: cli::ExportArgs) -> Result<i32, Error> {
+    let config = RunConfig::build(args.options.clone(), Vec::new())?;
+    let resolved = resolve_reporting_warnings(&config)?;
+    commands::export::run(&resolved, &args)
+}
+/// Resolves every request; what backends warn about is printed whether or not it succeeds.
+fn resolve_reporting_warnings(config: &RunConfig) -> Result<resolve::Resolved, Error> {
+    let mut warnings = Vec::new();
+    let resolved = resolve::resolve(
+        &config.manifest,
+        &config.requests,
+        &config.ctx,
+        &mut warnings,
+    );
+    for warning in &warnings {
+        ui::warn(warning);
     }
-    requests.extend(manifest.environment.iter().cloned());
-
-    let tenant = backend::tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
-    if let Some(t) = &tenant {
-        backend::tenant::check(t).map_err(Error::Usage)?;
-    }
-    let ctx = Context {
-        base_dir: manifest.base_dir.clone(),
-        tenant,
-    };
-    let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
-    Ok((inherited, resolved))
+    resolved
 }

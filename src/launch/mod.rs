@@ -27,6 +27,8 @@ mod signals;
 mod supervise;
 #[allow(unsafe_code)]
 mod sys;
+#[forbid(unsafe_code)]
+mod threads;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
