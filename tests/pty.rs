@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const DEADLINE: Duration = Duration::from_secs(10);
+/// What these tests run besides envrun: the terminal's session and settings, the children.
+const TOOLS: &[&str] = &["setsid", "stty", "python3", "sh"];
 
 /// A test directory whose manifest makes TOKEN secret, so envrun supervises.
 fn supervised() -> Test {
@@ -228,6 +230,12 @@ fn lines(path: &Path) -> Vec<i32> {
 
 #[test]
 fn the_child_gets_a_terminal_of_the_outer_size_and_masked_output() {
+    if !tools_or_skip(
+        "the_child_gets_a_terminal_of_the_outer_size_and_masked_output",
+        TOOLS,
+    ) {
+        return;
+    }
     let t = supervised();
     let script = r#"
 test -t 0 -a -t 1 -a -t 2 && echo is-a-tty
@@ -257,6 +265,9 @@ while :; do sleep 1 & wait $!; done
 
 #[test]
 fn ctrl_c_stops_a_sleep_with_status_130() {
+    if !tools_or_skip("ctrl_c_stops_a_sleep_with_status_130", TOOLS) {
+        return;
+    }
     let t = supervised();
     let mut term = Term::start(&t, &["--", "sh", "-c", "echo ready; exec sleep 30"]);
     term.expect("ready");
@@ -267,12 +278,18 @@ fn ctrl_c_stops_a_sleep_with_status_130() {
 
 #[test]
 fn ctrl_c_reaches_the_child_exactly_once() {
+    if !tools_or_skip("ctrl_c_reaches_the_child_exactly_once", TOOLS) {
+        return;
+    }
     // On a pty, ^C is a byte envrun relays; the pty sends the child SIGINT.
     ctrl_c_once(&[]);
 }
 
 #[test]
 fn ctrl_c_reaches_the_child_exactly_once_with_no_pty() {
+    if !tools_or_skip("ctrl_c_reaches_the_child_exactly_once_with_no_pty", TOOLS) {
+        return;
+    }
     // With pipes, the terminal sends SIGINT to envrun and the child (one process group);
     // envrun must not forward its own copy.
     ctrl_c_once(&["--no-pty"]);
@@ -317,6 +334,9 @@ fn start_sleeper(t: &Test) -> (Term, u32) {
 
 #[test]
 fn the_terminal_is_restored_after_the_child_is_killed() {
+    if !tools_or_skip("the_terminal_is_restored_after_the_child_is_killed", TOOLS) {
+        return;
+    }
     let t = supervised();
     let (term, child) = start_sleeper(&t);
     kill(child, libc::SIGKILL);
@@ -326,6 +346,9 @@ fn the_terminal_is_restored_after_the_child_is_killed() {
 
 #[test]
 fn the_terminal_is_restored_after_envrun_gets_sigterm() {
+    if !tools_or_skip("the_terminal_is_restored_after_envrun_gets_sigterm", TOOLS) {
+        return;
+    }
     let t = supervised();
     let (term, _) = start_sleeper(&t);
     kill(term.pid(), libc::SIGTERM);
@@ -335,6 +358,9 @@ fn the_terminal_is_restored_after_envrun_gets_sigterm() {
 
 #[test]
 fn envrun_shell_runs_commands_and_job_control_works() {
+    if !tools_or_skip("envrun_shell_runs_commands_and_job_control_works", TOOLS) {
+        return;
+    }
     let t = supervised();
     let mut term = Term::start(&t, &["shell", "--shell", "/bin/sh"]);
     term.expect("PROMPT> ");
@@ -418,12 +444,24 @@ impl Runner {
 
 #[test]
 fn every_signal_sent_with_kill_reaches_the_child_once_in_pty_mode() {
+    if !tools_or_skip(
+        "every_signal_sent_with_kill_reaches_the_child_once_in_pty_mode",
+        TOOLS,
+    ) {
+        return;
+    }
     let t = supervised();
     each_signal_reaches_the_child_once(&t, |args| Runner::Term(Term::start(&t, args)));
 }
 
 #[test]
 fn every_signal_sent_with_kill_reaches_the_child_once_in_pipe_mode() {
+    if !tools_or_skip(
+        "every_signal_sent_with_kill_reaches_the_child_once_in_pipe_mode",
+        TOOLS,
+    ) {
+        return;
+    }
     let t = supervised();
     each_signal_reaches_the_child_once(&t, |args| {
         let mut run = t.command(args);
@@ -437,6 +475,9 @@ fn every_signal_sent_with_kill_reaches_the_child_once_in_pipe_mode() {
 
 #[test]
 fn no_pty_gives_the_child_pipes_on_a_terminal() {
+    if !tools_or_skip("no_pty_gives_the_child_pipes_on_a_terminal", TOOLS) {
+        return;
+    }
     let t = supervised();
     let mut term = Term::start(
         &t,
@@ -449,6 +490,9 @@ fn no_pty_gives_the_child_pipes_on_a_terminal() {
 
 #[test]
 fn a_stream_that_is_not_a_terminal_stays_a_masked_pipe() {
+    if !tools_or_skip("a_stream_that_is_not_a_terminal_stays_a_masked_pipe", TOOLS) {
+        return;
+    }
     // stdout on the terminal, stderr to a file (`2>err.log`).
     let t = supervised();
     let err = File::create(t.path("err.log")).unwrap();

@@ -143,7 +143,7 @@ fn root_or_skip(test: &str) -> bool {
     if !root {
         eprintln!("skipped {test}: needs root for unshare --pid");
     }
-    root
+    root && tools_or_skip(test, &["unshare", "python3"])
 }
 
 /// The three ways envrun can be a container's init: masking a secret, with nothing secret,

@@ -448,6 +448,12 @@ fn a_full_file_system_never_reports_success() {
         eprintln!("skipped a_full_file_system_never_reports_success: needs root to mount a tmpfs");
         return;
     }
+    if !tools_or_skip(
+        "a_full_file_system_never_reports_success",
+        &["unshare", "mount"],
+    ) {
+        return;
+    }
     let t = with_secret(&secret()).mkdir("small");
     let script = format!(
         "mount -t tmpfs -o size=64k envrun-test small && \
