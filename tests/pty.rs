@@ -504,3 +504,23 @@ fn a_stream_that_is_not_a_terminal_stays_a_masked_pipe() {
     let err = std::fs::read_to_string(t.path("err.log")).unwrap();
     assert_eq!(err, "err-pipe ***\n");
 }
+
+#[test]
+fn export_refuses_to_reveal_to_a_terminal_without_force() {
+    if !tools_or_skip(
+        "export_refuses_to_reveal_to_a_terminal_without_force",
+        TOOLS,
+    ) {
+        return;
+    }
+    let t = supervised();
+    let mut term = Term::start(&t, &["export", "--reveal"]);
+    term.expect("refusing to print secret values to a terminal");
+    let (status, shown) = term.wait();
+    assert_eq!(status.code(), Some(125), "{status:?}");
+    assert!(find(&shown, CANARY.as_bytes()).is_none());
+    let mut term = Term::start(&t, &["export", "--reveal", "--force"]);
+    term.expect(&format!("TOKEN=\"tok-{CANARY}\""));
+    let (status, _) = term.wait();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
