@@ -470,3 +470,22 @@ fn off_cloud_without_credentials_fails_fast_naming_the_sources() {
     }
     drop(silent);
 }
+
+#[test]
+fn the_example_manifest_is_valid_and_fails_only_for_want_of_credentials() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/azure/envrun.yaml");
+    let t = Test::new()
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("MSI_ENDPOINT")
+        .env(
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("PATH", "/usr/bin:/bin");
+    t.run(&["-m", example, "--", "sh", "-c", "touch ran"])
+        .status(125)
+        .stderr_has("no credentials found");
+    assert!(!exists(&t.path("ran")));
+}

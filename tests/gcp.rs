@@ -515,3 +515,16 @@ fn bad_names_are_refused_before_any_request() {
     }
     assert_eq!(fake.stats()["access"], 0);
 }
+
+#[test]
+fn the_example_manifest_is_valid_and_fails_only_for_want_of_credentials() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gcp/envrun.yaml");
+    let t = Test::new()
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("HOME", "/nonexistent-home")
+        .env("GCE_METADATA_HOST", format!("127.0.0.1:{}", free_port()));
+    t.run(&["-m", example, "--", "sh", "-c", "touch ran"])
+        .status(125)
+        .stderr_has("no credentials found");
+    assert!(!exists(&t.path("ran")));
+}
