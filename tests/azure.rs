@@ -489,3 +489,37 @@ fn the_example_manifest_is_valid_and_fails_only_for_want_of_credentials() {
         .stderr_has("no credentials found");
     assert!(!exists(&t.path("ran")));
 }
+
+#[test]
+fn rotation_age_comes_from_the_versions_updated_time() {
+    // The fake's versions were last updated in 2017 (the reference's example time).
+    let fake = Fake::start(state());
+    let t = fake
+        .test("", "  PLAIN: secret:plain\n  USER: secret:db#user\n")
+        .file(
+            "envrun.yaml",
+            &format!(
+                "secrets:\n  type: azure\n  vault_url: {}\n  ca_file: {}\n  verify_challenge_resource: false\nrotation:\n  PLAIN: 90d\nenvironment:\n  PLAIN: secret:plain\n  USER: secret:db#user\n",
+                fake.url(),
+                fake.ca.display()
+            ),
+        );
+    let done = t.run(&["check", "--json"]).status(1).never_shows(CANARY);
+    let report: Value = serde_json::from_str(&done.stdout_str()).unwrap();
+    let due: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "rotation-due")
+        .collect();
+    assert_eq!(due.len(), 1, "{report}");
+    assert_eq!(due[0]["variable"], "PLAIN");
+    assert!(
+        !report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "no-age"),
+        "{report}"
+    );
+}

@@ -213,7 +213,9 @@ impl Azure {
         let (names, version) = self.candidates(lookup)?;
         for name in names {
             match get(client, &name, version.as_deref(), self.deadline).await {
-                Ok(secret) => return Ok(Some(Found::Value(secret))),
+                Ok((secret, updated)) => {
+                    return Ok(Some(Found::Value(secret).updated_opt(updated)));
+                }
                 Err(e) if e.kind == ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
@@ -222,13 +224,14 @@ impl Azure {
     }
 }
 
-/// Reads one secret (one version), retrying transient failures within the deadline.
+/// Reads one secret (one version), retrying transient failures within the deadline; with
+/// the version's `updated` time (for `rotation:`), when the answer has it.
 async fn get(
     client: &SecretClient,
     name: &str,
     version: Option<&str>,
     deadline: Instant,
-) -> Result<Secret, BackendError> {
+) -> Result<(Secret, Option<std::time::SystemTime>), BackendError> {
     let what = match version {
         Some(v) => format!("secret `{name}` version `{v}`"),
         None => format!("secret `{name}`"),
@@ -258,13 +261,18 @@ async fn get(
     {
         return Err(disabled(&what));
     }
+    let updated = model
+        .attributes
+        .as_ref()
+        .and_then(|a| a.updated.or(a.created))
+        .and_then(|t| super::unix_time(t.unix_timestamp() as f64));
     let value = model.value.take().ok_or_else(|| {
         BackendError::of(
             ErrorKind::BadResponse,
             format!("read {what}: the answer has no value"),
         )
     })?;
-    Ok(Secret::from(value))
+    Ok((Secret::from(value), updated))
 }
 
 fn disabled(what: &str) -> BackendError {
@@ -681,6 +689,11 @@ impl Backend for Azure {
 
     fn tenant(&self) -> Option<&str> {
         self.tenant.as_deref()
+    }
+
+    /// Key Vault returns the version's `updated` time with every read.
+    fn reports_age(&self) -> bool {
+        true
     }
 
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {

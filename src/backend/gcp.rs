@@ -16,6 +16,11 @@
 //! metadata server gets one quick attempt ([`METADATA_PROBE`]): off Google Cloud nobody
 //! answers, and envrun says which sources it tried instead of waiting for the deadline.
 //!
+//! No age for `rotation:`: the access call does not return the version's `createTime`, and
+//! reading it is a second call per secret on every run, with a permission
+//! (`secretmanager.versions.get`) the usual `roles/secretmanager.secretAccessor` lacks; so
+//! [`Backend::reports_age`] stays false and `envrun check` says gcp keeps no age.
+//!
 //! Payloads are checked against `dataCrc32c` when the server sends it. Lookups run
 //! concurrently, at most [`CONCURRENCY`] at a time; each request is retried on throttling
 //! (`RESOURCE_EXHAUSTED`) and unavailability within the deadline. The client's own retries
