@@ -523,3 +523,36 @@ fn rotation_age_comes_from_the_versions_updated_time() {
         "{report}"
     );
 }
+
+#[test]
+fn the_azure_cli_is_the_last_source_and_leaves_no_thread() {
+    // A stand-in `az` that prints what `az account get-access-token --output json` prints.
+    let mut s = state();
+    s["static_tokens"] = json!(["cli-token-3f9a"]);
+    let fake = Fake::start(s);
+    let bin = fake.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let az = bin.join("az");
+    std::fs::write(
+        &az,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/calls\"\nprintf '{\"accessToken\":\"cli-token-3f9a\",\"expiresOn\":\"2099-01-01 00:00:00.000000\",\"expires_on\":4070908800,\"subscription\":\"s\",\"tenant\":\"t\",\"tokenType\":\"Bearer\"}\\n'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&az, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = fake
+        .test("", "  PLAIN: secret:plain\n")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()));
+    // Supervise mode (masking on) refuses to start the command if a thread were left.
+    run_checked(&t, &[("PLAIN", "plain-value")])
+        .status(0)
+        .stdout("all-good\n");
+    let calls = std::fs::read_to_string(bin.join("calls")).unwrap();
+    assert!(calls.contains("account get-access-token"), "{calls}");
+    assert_eq!(
+        fake.stats()["token"],
+        0,
+        "no token endpoint call: {}",
+        fake.stats()
+    );
+}

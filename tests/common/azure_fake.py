@@ -19,7 +19,8 @@ it generates (the SDK sends bearer tokens over HTTPS only) and writes to --ca-ou
 
 State (--state, JSON): {"secrets": {name (lower case): {version: {"value", "enabled"}}},
 "latest": {name: version}, "denied": [names], "throttle": {name: count}, "delay_ms": n,
-"tenant": "...", "client_id": "...", "client_secret": "...", "assertion": "..."}.
+"tenant": "...", "client_id": "...", "client_secret": "...", "assertion": "...",
+"static_tokens": [tokens accepted without the token endpoint]}.
 GET /_stats (plain HTTP on --stats-port) reports {"get": n, "max_in_flight": n, "token": n,
 "challenge": n, "per_name": {...}}.
 """
@@ -117,7 +118,8 @@ class Fake:
         self.port = port
         self.lock = threading.Lock()
         self.in_flight = 0
-        self.tokens = set()
+        # Tokens handed out elsewhere (the Azure CLI test's `az`), plus those issued here.
+        self.tokens = set(state.get("static_tokens", []))
         self.throttled = {}
         self.stats = {"get": 0, "max_in_flight": 0, "token": 0, "challenge": 0, "per_name": {}}
 
