@@ -538,7 +538,6 @@ impl Chain {
         let credential = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
             user_assigned_id,
             client_options: self.options.clone(),
-            ..Default::default()
         }))
         .map_err(|e| config_error("managed identity", &e))?;
         Ok(Some(credential))
