@@ -528,3 +528,36 @@ fn the_example_manifest_is_valid_and_fails_only_for_want_of_credentials() {
         .stderr_has("no credentials found");
     assert!(!exists(&t.path("ran")));
 }
+
+#[test]
+fn workload_identity_federation_exchanges_the_subject_token() {
+    let mut state = secrets_state();
+    state["subject_token"] = json!(CANARY);
+    let fake = Fake::start(state);
+    let t = fake.test("  project: proj\n", "  PLAIN: secret:plain\n");
+    let subject = t.path("oidc-token");
+    std::fs::write(&subject, CANARY).unwrap();
+    let config = json!({
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/ci/providers/github",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("http://127.0.0.1:{}/v1/token", fake.server.port),
+        "credential_source": {"file": subject},
+    });
+    let t = t.file("wif.json", &config.to_string());
+    let path = t.path("wif.json");
+    let t = t.env("GOOGLE_APPLICATION_CREDENTIALS", &path);
+    run_checked(&t, &[("PLAIN", "plain-value")])
+        .status(0)
+        .stdout("all-good\n")
+        .never_shows(CANARY);
+    assert_eq!(fake.stats()["token"], 1);
+
+    // A subject token the STS refuses: one error naming the source, no canary.
+    std::fs::write(&subject, format!("{CANARY}-expired")).unwrap();
+    t.run(&["--", "sh", "-c", "touch ran"])
+        .status(125)
+        .stderr_has("workload identity federation")
+        .never_shows(CANARY);
+    assert!(!exists(&t.path("ran")));
+}

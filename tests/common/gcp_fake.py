@@ -20,7 +20,7 @@ No emulator of Secret Manager exists, so this speaks the published contract:
 State comes from a JSON file (--state): {"secrets": {"projects/p/secrets/s": {"1":
 {"data": "text", "state": "ENABLED"|"DISABLED"|"DESTROYED"}}}, "denied": [secret names],
 "throttle": {secret name: how many 429s first}, "bad_crc": [secret names], "delay_ms": n,
-"refresh_token": "..."}. GET /_stats reports {"access": n, "max_in_flight": n, "token": n,
+"refresh_token": "...", "subject_token": "..."}. GET /_stats reports {"access": n, "max_in_flight": n, "token": n,
 "per_name": {...}}.
 """
 
@@ -207,6 +207,8 @@ def handler(fake):
                 form = {k: [v] for k, v in json.loads(raw).items()}
             else:
                 form = parse_qs(raw)
+            if self.path == "/v1/token":
+                return self.sts(form)
             if self.path != "/token":
                 return self.reply(404, {"error": "not_found"})
             with fake.lock:
@@ -226,6 +228,35 @@ def handler(fake):
                 fake.tokens.add(token)
             self.reply(
                 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+            )
+
+        def sts(self, form):
+            """Security Token Service exchange (workload identity federation)."""
+            with fake.lock:
+                fake.stats["token"] += 1
+            one = lambda k: (form.get(k) or [""])[0]
+            expected = fake.state.get("subject_token")
+            if (
+                one("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange"
+                or not expected
+                or one("subject_token") != expected
+                or not one("audience").startswith("//iam.googleapis.com/")
+            ):
+                return self.reply(
+                    400,
+                    {"error": "invalid_grant", "error_description": "The subject token is invalid."},
+                )
+            token = "ya29.sts." + secrets.token_urlsafe(24)
+            with fake.lock:
+                fake.tokens.add(token)
+            self.reply(
+                200,
+                {
+                    "access_token": token,
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                },
             )
 
         def log_message(self, fmt, *args):
