@@ -271,7 +271,9 @@ impl Cursor {
 
 /// Writes `form` out in full (tests and `derive_patterns`; the engine never does this).
 pub fn materialize(form: &Form, value: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::new());
+    // Enough for every encoding but the widest escapes, so growth is rare.
+    let guess = 4 * (form.end - form.start) as usize + 8;
+    let mut out = Zeroizing::new(Vec::with_capacity(guess));
     let mut cursor = Cursor::new(form);
     while let Some(b) = cursor.next(form, value) {
         if out.len() == out.capacity() {
@@ -458,7 +460,12 @@ fn expand(encoding: Encoding, src: &Source<'_>, pos: &mut usize, out: &mut [u8; 
         }
         Encoding::ShellAnsiC { octal } => {
             let octal_byte = |u: &mut Unit<'_>, b: u8| {
-                u.extend(&[b'\\', b'0' + (b >> 6), b'0' + ((b >> 3) & 7), b'0' + (b & 7)]);
+                u.extend(&[
+                    b'\\',
+                    b'0' + (b >> 6),
+                    b'0' + ((b >> 3) & 7),
+                    b'0' + (b & 7),
+                ]);
             };
             match b {
                 0x1b => u.extend(b"\\E"),
@@ -573,7 +580,9 @@ pub fn forms_of(index: u32, value: &[u8], min_len: usize, out: &mut Vec<Form>) {
     }
     let mut seen = [false; 256];
     value.iter().for_each(|&b| seen[usize::from(b)] = true);
-    let has = |pred: &dyn Fn(u8) -> bool| (0..=255u8).any(|b| seen[usize::from(b)] && pred(b));
+    // The distinct bytes of the value, so each question below costs at most 256 steps.
+    let present: Vec<u8> = (0..=255u8).filter(|&b| seen[usize::from(b)]).collect();
+    let has = |pred: &dyn Fn(u8) -> bool| present.iter().any(|&b| pred(b));
     let utf8 = std::str::from_utf8(value).is_ok();
     let non_ascii = has(&|b| b >= 0x80);
     let control = has(&|b| b < 0x20 || b == 0x7f);
@@ -629,8 +638,20 @@ pub fn forms_of(index: u32, value: &[u8], min_len: usize, out: &mut Vec<Form>) {
         let python_quote = if single && !double { b'"' } else { b'\'' };
         let escapes_any = has(&|b| b < 0x20 || b >= 0x7f || b == b'\\');
         if escapes_any || (single && double) {
-            out.push(form(0, 0, Encoding::PythonRepr { quote: python_quote }));
-            out.push(form(0, 0, Encoding::PythonBytes { quote: python_quote }));
+            out.push(form(
+                0,
+                0,
+                Encoding::PythonRepr {
+                    quote: python_quote,
+                },
+            ));
+            out.push(form(
+                0,
+                0,
+                Encoding::PythonBytes {
+                    quote: python_quote,
+                },
+            ));
         }
         if utf8 {
             let node_quote = if !single {
@@ -783,17 +804,17 @@ mod tests {
         let f = all_forms(TRICKY.as_bytes());
         // printf %q and ${v@Q} in a UTF-8 locale
         assert!(f.contains(&"p\u{e4}/ss w\"rd\\\\<&>\\342\\200\\250\u{1f600}\\t!*\\'$#~=;".into()));
-        assert_eq!(
-            encode(b"a=b~c #d", Encoding::ShellBackslash),
-            "a=b~c\\ #d"
-        );
+        assert_eq!(encode(b"a=b~c #d", Encoding::ShellBackslash), "a=b~c\\ #d");
         assert_eq!(
             encode(b"#a~b:~c=~d", Encoding::ShellBackslash),
             "\\#a~b:\\~c=\\~d"
         );
         assert!(all_forms(b"p\"w'd\\x").contains(&"p\\\"w\\'d\\\\x".into()));
         assert_eq!(
-            encode("a\x01b\x1bc\x7fd\u{e4}".as_bytes(), Encoding::ShellAnsiC { octal: false }),
+            encode(
+                "a\x01b\x1bc\x7fd\u{e4}".as_bytes(),
+                Encoding::ShellAnsiC { octal: false }
+            ),
             "a\\001b\\Ec\\177d\u{e4}"
         );
         // the C locale
@@ -805,14 +826,14 @@ mod tests {
     fn percent_variants() {
         let f = all_forms(b"a b/c+d~e*f'g");
         for want in [
-            "a%20b%2Fc%2Bd~e*f'g",       // encodeURIComponent
-            "a%20b%2Fc%2Bd~e%2Af%27g",   // quote(safe='')
-            "a%20b/c%2Bd~e%2Af%27g",     // quote()
-            "a+b%2Fc%2Bd~e%2Af%27g",     // quote_plus, urlencode
-            "a+b%2Fc%2Bd%7Ee*f%27g",     // URLSearchParams
-            "a+b%2Fc%2Bd%7Ee%2Af%27g",   // PHP urlencode
-            "a%20b/c+d~e*f'g",           // encodeURI
-            "a%20b%2fc%2bd~e*f'g",       // lower case
+            "a%20b%2Fc%2Bd~e*f'g",     // encodeURIComponent
+            "a%20b%2Fc%2Bd~e%2Af%27g", // quote(safe='')
+            "a%20b/c%2Bd~e%2Af%27g",   // quote()
+            "a+b%2Fc%2Bd~e%2Af%27g",   // quote_plus, urlencode
+            "a+b%2Fc%2Bd%7Ee*f%27g",   // URLSearchParams
+            "a+b%2Fc%2Bd%7Ee%2Af%27g", // PHP urlencode
+            "a%20b/c+d~e*f'g",         // encodeURI
+            "a%20b%2fc%2bd~e*f'g",     // lower case
         ] {
             assert!(f.contains(&want.into()), "{want}: {f:?}");
         }
@@ -851,7 +872,10 @@ mod tests {
         assert!(!line_is_telling(b"  \"type\": \"service_account\",", 4));
         assert!(!line_is_telling(b"-----BEGIN PRIVATE KEY-----", 4));
         assert!(line_is_telling(b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", 4));
-        assert!(line_is_telling(b"  \"private_key_id\": \"1f2e3d4c5b6a79880f1e2d3c\",", 4));
+        assert!(line_is_telling(
+            b"  \"private_key_id\": \"1f2e3d4c5b6a79880f1e2d3c\",",
+            4
+        ));
         assert!(!line_is_telling(b"short-but-ok", 4));
         assert!(!line_is_telling(b"0123456789abcdef", 20));
     }

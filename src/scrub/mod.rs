@@ -517,7 +517,8 @@ mod tests {
 
     #[test]
     fn trailing_newline_and_lines() {
-        let pem = "-----BEGIN KEY-----\r\nMIIBVgIBADANBgkqhkiG9w0B\r\nAQEFAASC\r\n-----END KEY-----\r\n";
+        let pem =
+            "-----BEGIN KEY-----\r\nMIIBVgIBADANBgkqhkiG9w0B\r\nAQEFAASC\r\n-----END KEY-----\r\n";
         let f = forms(pem.as_bytes());
         // Line breaks are never part of a form: they are skipped in the output too.
         assert!(!f.iter().any(|p| p.contains(&b'\n') || p.contains(&b'\r')));

@@ -230,7 +230,8 @@ fn scan<A: Automaton>(
             let nl = match next_break {
                 Some(at) if at >= pos => at,
                 _ => {
-                    let at = memchr::memchr2(b'\n', b'\r', &hay[pos..]).map_or(usize::MAX, |i| pos + i);
+                    let at =
+                        memchr::memchr2(b'\n', b'\r', &hay[pos..]).map_or(usize::MAX, |i| pos + i);
                     next_break = Some(at);
                     at
                 }
@@ -283,7 +284,13 @@ fn scan<A: Automaton>(
 
 /// Checks byte `b` (ending at `end`) against every candidate: a mismatch drops it, the
 /// last byte of its form makes it an occurrence.
-fn advance(ctx: &Ctx<'_>, candidates: &mut Vec<Candidate>, b: u8, end: usize, regions: &mut Vec<Region>) {
+fn advance(
+    ctx: &Ctx<'_>,
+    candidates: &mut Vec<Candidate>,
+    b: u8,
+    end: usize,
+    regions: &mut Vec<Region>,
+) {
     candidates.retain_mut(|c| {
         if c.want != b {
             return false;
@@ -392,7 +399,10 @@ mod tests {
         assert_eq!(regions.len(), 1);
         assert_eq!(regions[0].mask, 0);
         add_occurrence(&mut regions, 0, 7, 2);
-        assert_eq!((regions[0].start, regions[0].end, regions[0].mask), (0, 7, 2));
+        assert_eq!(
+            (regions[0].start, regions[0].end, regions[0].mask),
+            (0, 7, 2)
+        );
         add_occurrence(&mut regions, 9, 12, 1);
         assert_eq!(regions.len(), 2);
     }
@@ -401,13 +411,28 @@ mod tests {
     fn emit_writes_final_runs_and_keeps_the_rest() {
         let masks: Vec<Box<[u8]>> = vec![b"*".to_vec().into()];
         let mut regions = vec![
-            Region { start: 1, end: 3, mask: 0, lead_len: 2, emitted: false },
-            Region { start: 5, end: 8, mask: 0, lead_len: 3, emitted: false },
+            Region {
+                start: 1,
+                end: 3,
+                mask: 0,
+                lead_len: 2,
+                emitted: false,
+            },
+            Region {
+                start: 5,
+                end: 8,
+                mask: 0,
+                lead_len: 3,
+                emitted: false,
+            },
         ];
         let mut out = Vec::new();
         let keep = emit(&masks, b"abcdefghij", 6, &mut regions, &mut out, false);
         assert_eq!(keep, 6);
         assert_eq!(out, b"a*de*");
-        assert_eq!((regions[0].start, regions[0].end, regions[0].emitted), (0, 2, true));
+        assert_eq!(
+            (regions[0].start, regions[0].end, regions[0].emitted),
+            (0, 2, true)
+        );
     }
 }
