@@ -123,6 +123,12 @@ pub struct RunArgs {
     )]
     pub min_mask_len: usize,
 
+    /// How long resolving every reference may take in all, retries included (e.g. 500ms,
+    /// 10s, 1m); past it envrun fails without starting COMMAND. Wins over the manifest's
+    /// `timeout:` [default: 10s]
+    #[arg(long, env = "ENVRUN_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+
     /// The command to run and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -281,6 +287,10 @@ pub enum Charset {
     Base64,
     /// A-Z a-z 0-9 - _
     Urlsafe,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    crate::timeout::parse(text)
 }
 
 /// The clap command, for the man page and completions.

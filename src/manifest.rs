@@ -20,6 +20,7 @@ pub const DEFAULT_NAME: &str = "envrun.yaml";
 #[serde(deny_unknown_fields)]
 struct Raw {
     tenant: Option<String>,
+    timeout: Option<serde_saphyr::Spanned<String>>,
     secrets: Option<BackendConfig>,
     #[serde(default)]
     backends: BTreeMap<String, BackendConfig>,
@@ -36,6 +37,8 @@ pub struct Manifest {
     pub base_dir: PathBuf,
     /// `tenant:`, the tenant when neither `--tenant` nor `$ENVRUN_TENANT` gives one.
     pub tenant: Option<String>,
+    /// `timeout:`, the resolution deadline when `--timeout` / `$ENVRUN_TIMEOUT` give none.
+    pub timeout: Option<std::time::Duration>,
     /// The default backend (`secrets:`); the local store when absent.
     pub default_backend: BackendConfig,
     pub backends: BTreeMap<String, BackendConfig>,
@@ -114,14 +117,37 @@ impl Manifest {
         if let Some(t) = raw.tenant.as_deref().filter(|t| !t.is_empty()) {
             crate::backend::tenant::check(t).map_err(|e| bad(format!("tenant: {e}")))?;
         }
+        let timeout = match raw.timeout {
+            Some(t) => Some(crate::timeout::parse(&t.value).map_err(|e| {
+                bad(format!(
+                    "line {} column {}: timeout: {e}",
+                    t.referenced.line(),
+                    t.referenced.column()
+                ))
+            })?),
+            None => None,
+        };
         Ok(Manifest {
             path: Some(path.to_owned()),
             base_dir,
             tenant: raw.tenant,
+            timeout,
             default_backend: raw.secrets.unwrap_or_default(),
             backends: raw.backends,
             environment,
         })
+    }
+
+    /// The names a `secret@NAME:` reference can use: `default` and every entry of `backends:`.
+    pub fn backend_names(&self) -> Vec<&str> {
+        let mut names = vec![crate::resolve::DEFAULT_BACKEND];
+        names.extend(
+            self.backends
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != crate::resolve::DEFAULT_BACKEND),
+        );
+        names
     }
 
     /// A short name for messages: the manifest's path, or "(no manifest)".
@@ -176,6 +202,18 @@ mod tests {
         assert_eq!(m.environment.len(), 2);
         assert!(matches!(&m.environment[1].1[0], Part::Ref(_)));
         assert!(matches!(m.default_backend, BackendConfig::Local(_)));
+    }
+
+    #[test]
+    fn timeout_is_a_duration() {
+        let m = parse("timeout: 2m\n").unwrap();
+        assert_eq!(m.timeout, Some(std::time::Duration::from_secs(120)));
+        let m = parse("timeout: 5\n").unwrap();
+        assert_eq!(m.timeout, Some(std::time::Duration::from_secs(5)));
+        let err = parse("environment: {}\ntimeout: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("timeout"), "{err}");
     }
 
     #[test]

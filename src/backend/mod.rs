@@ -17,6 +17,9 @@
 //!   ([`Backend::consumed_env`]); they are not passed on to the command.
 //! - A backend that honours tenants (see [`tenant`]) reports the tenant ([`Backend::tenant`]);
 //!   every message about that backend names it.
+//! - A backend never prints: what it wants to tell the user without failing (a secret file
+//!   other users can read) it hands back from [`Backend::warnings`], and the caller decides
+//!   how to show it. So backends sit below `ui` and `error`, and the imports only point down.
 //!
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
@@ -25,10 +28,13 @@ pub mod dotenv;
 pub mod env;
 pub mod files;
 pub mod local;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod tenant;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde::Deserialize;
 use zeroize::Zeroize;
@@ -47,25 +53,101 @@ pub struct Lookup {
     pub params: Vec<(String, String)>,
 }
 
-/// A backend failure. The message names the backend and key; `hint` says what to try.
+/// What kind of failure a [`BackendError`] is: the resolver picks its hint by kind, and
+/// [`net::retry`](crate::backend) retries only the kinds that can pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The key, path or version does not exist (a backend may also answer `Ok(None)`).
+    NotFound,
+    /// Credentials missing, refused or without the right permission (401, 403).
+    Denied,
+    /// The server could not be reached: connection refused or reset, DNS, TLS handshake.
+    /// Retried.
+    Unreachable,
+    /// The server asked envrun to slow down (429, throttling). Retried.
+    Throttled,
+    /// The server failed or is not ready yet (5xx except 501, Vault's 412). Retried.
+    Unavailable,
+    /// The server answered something envrun cannot use (bad JSON, 400, 501, a disabled
+    /// or destroyed version).
+    BadResponse,
+    /// The deadline (`--timeout`) passed before the backend answered.
+    Timeout,
+    /// The backend's configuration is wrong or incomplete (no address, no region, a feature
+    /// envrun was built without).
+    Config,
+    /// Anything else (local I/O, a store that does not open).
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether trying again, within the deadline, can succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unreachable | ErrorKind::Throttled | ErrorKind::Unavailable
+        )
+    }
+}
+
+/// A backend failure. The message names the backend and key (never a value); `hint` says
+/// what to try; `kind` says what sort of failure it is.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct BackendError {
     pub message: String,
     pub hint: Option<String>,
+    pub kind: ErrorKind,
+    /// How long the server asked envrun to wait before trying again (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl BackendError {
     pub fn new(message: impl Into<String>) -> BackendError {
+        BackendError::of(ErrorKind::Other, message)
+    }
+
+    /// An error of a given kind.
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> BackendError {
         BackendError {
             message: message.into(),
             hint: None,
+            kind,
+            retry_after: None,
         }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> BackendError {
         self.hint = Some(hint.into());
         self
+    }
+
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> BackendError {
+        self.retry_after = after;
+        self
+    }
+
+    /// The hint to print: the backend's own, else one chosen by kind.
+    pub fn hint_or_default(&self) -> Option<String> {
+        if let Some(h) = &self.hint {
+            return Some(h.clone());
+        }
+        let hint = match self.kind {
+            ErrorKind::Denied => "check the backend's credentials and that they may read this key",
+            ErrorKind::Unreachable => {
+                "check the backend's address and that the server is reachable from here"
+            }
+            ErrorKind::Throttled | ErrorKind::Unavailable => {
+                "the server kept failing until the deadline; try again later or raise --timeout"
+            }
+            ErrorKind::Timeout => {
+                "the backend did not answer in time; raise --timeout (or `timeout:` in the manifest) or check the server"
+            }
+            ErrorKind::NotFound | ErrorKind::BadResponse | ErrorKind::Config | ErrorKind::Other => {
+                return None;
+            }
+        };
+        Some(hint.to_owned())
     }
 }
 
@@ -86,20 +168,27 @@ impl From<Secret> for Found {
 
 impl Found {
     /// Applies `#field` (or its absence). Errors list field names, never values.
-    pub fn select(&self, backend: &dyn Backend, field: Option<&str>) -> Result<Secret, String> {
+    pub fn select(
+        &self,
+        backend: &dyn Backend,
+        field: Option<&str>,
+    ) -> Result<Secret, BackendError> {
         match (self, field) {
             (Found::Value(v), None) => Ok(v.clone()),
             (Found::Value(v), Some(f)) => backend.field(v, f),
-            (Found::Fields(map), Some(f)) => map
-                .get(f)
-                .cloned()
-                .ok_or_else(|| format!("no field `{f}` (fields: {})", names(map))),
-            (Found::Fields(map), None) => Err(format!(
+            (Found::Fields(map), Some(f)) => map.get(f).cloned().ok_or_else(|| no_field(f, map)),
+            (Found::Fields(map), None) => Err(BackendError::new(format!(
                 "holds several fields, pick one with `#FIELD` (fields: {})",
                 names(map)
-            )),
+            ))
+            .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
         }
     }
+}
+
+fn no_field(field: &str, map: &BTreeMap<String, Secret>) -> BackendError {
+    BackendError::new(format!("no field `{field}` (fields: {})", names(map)))
+        .with_hint("use one of the field names listed, after `#` in the reference")
 }
 
 fn names(map: &BTreeMap<String, Secret>) -> String {
@@ -126,10 +215,18 @@ pub trait Backend: Send + Sync {
     }
 
     /// Looks up every key at once; see the module documentation for the contract.
+    ///
+    /// Everything `fetch` starts (threads, an async runtime, DNS lookups) has finished
+    /// before it returns: envrun blocks signals and forks right after resolution, and a
+    /// thread still alive then would take a forwarded signal with its default action
+    /// (supervise mode checks this and refuses to start the command). Network backends use
+    /// [`net::block_on`](crate::backend), which runs a `current_thread` runtime and drops it
+    /// (joining its blocking pool, where DNS runs) before returning. A backend must answer by
+    /// [`Context::deadline`]; keys still unanswered then are [`ErrorKind::Timeout`] errors.
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError>;
 
     /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
-    fn field(&self, value: &Secret, field: &str) -> Result<Secret, String> {
+    fn field(&self, value: &Secret, field: &str) -> Result<Secret, BackendError> {
         json_field(value, field)
     }
 
@@ -143,10 +240,21 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// What to try when `lookup` was not found: the next step for this backend.
+    fn not_found_hint(&self, _lookup: &Lookup) -> Option<String> {
+        None
+    }
+
     /// The variables of envrun's own environment that serving `lookups` reads. They are
     /// removed from the command's environment unless the manifest sets the same name, so a
     /// secret does not reach the command a second time under its raw name.
     fn consumed_env(&self, _lookups: &[Lookup]) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Warnings collected by [`Backend::fetch`] (names and paths only, never values), taken
+    /// out once by the resolver, which reports them.
+    fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -159,6 +267,20 @@ pub struct Context {
     /// The tenant: `--tenant`, else `$ENVRUN_TENANT`, else the manifest's `tenant:`
     /// (checked with [`tenant::check`]).
     pub tenant: Option<String>,
+    /// When the whole resolution must be done (`--timeout`, `timeout:`, default 10 s).
+    /// Network backends keep it from [`BackendConfig::build`] and stop waiting then.
+    pub deadline: Instant,
+}
+
+impl Context {
+    /// A context with the default deadline from now (for tests and tools).
+    pub fn new(base_dir: impl Into<PathBuf>, tenant: Option<String>) -> Context {
+        Context {
+            base_dir: base_dir.into(),
+            tenant,
+            deadline: Instant::now() + crate::timeout::DEFAULT,
+        }
+    }
 }
 
 /// A backend as written in the manifest (`secrets:` or an entry of `backends:`).
@@ -169,6 +291,37 @@ pub enum BackendConfig {
     Env(EnvConfig),
     Files(FilesConfig),
     Dotenv(DotenvConfig),
+    Vault(Unavailable),
+    Aws(Unavailable),
+    #[serde(rename = "aws-ssm")]
+    AwsSsm(Unavailable),
+    Gcp(Unavailable),
+    Azure(Unavailable),
+}
+
+/// The settings of a backend this build of envrun does not include: accepted by the
+/// manifest parser (so the error names the missing feature, not a "bad type"), refused by
+/// [`BackendConfig::build`].
+#[derive(Clone, Debug)]
+pub struct Unavailable;
+
+impl<'de> Deserialize<'de> for Unavailable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Unavailable)
+    }
+}
+
+impl Unavailable {
+    fn error(kind: &str, feature: &str) -> BackendError {
+        BackendError::of(
+            ErrorKind::Config,
+            format!("this envrun was built without the `{kind}` backend (cargo feature `{feature}`)"),
+        )
+        .with_hint(format!(
+            "install a build that has it: `cargo install envrun --features {feature}` (or `--features full` for every backend)"
+        ))
+    }
 }
 
 impl Default for BackendConfig {
@@ -184,6 +337,11 @@ impl BackendConfig {
             BackendConfig::Env(_) => "env",
             BackendConfig::Files(_) => "files",
             BackendConfig::Dotenv(_) => "dotenv",
+            BackendConfig::Vault(_) => "vault",
+            BackendConfig::Aws(_) => "aws",
+            BackendConfig::AwsSsm(_) => "aws-ssm",
+            BackendConfig::Gcp(_) => "gcp",
+            BackendConfig::Azure(_) => "azure",
         }
     }
 
@@ -193,22 +351,32 @@ impl BackendConfig {
             BackendConfig::Env(c) => Box::new(Env::new(c, ctx)),
             BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
             BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
+            BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
+            BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
+            BackendConfig::AwsSsm(Unavailable) => {
+                return Err(Unavailable::error("aws-ssm", "aws"));
+            }
+            BackendConfig::Gcp(Unavailable) => return Err(Unavailable::error("gcp", "gcp")),
+            BackendConfig::Azure(Unavailable) => return Err(Unavailable::error("azure", "azure")),
         })
     }
 }
 
 /// Selects a field of a JSON-object value: strings as they are, other JSON as its text.
 /// Every string of the parsed document is wiped before it is freed.
-pub fn json_field(value: &Secret, field: &str) -> Result<Secret, String> {
-    let not_object = || format!("field `{field}` asked for, but the value is not a JSON object");
+pub fn json_field(value: &Secret, field: &str) -> Result<Secret, BackendError> {
+    let not_object = || {
+        BackendError::new(format!(
+            "field `{field}` asked for, but the value is not a JSON object"
+        ))
+        .with_hint("drop `#field` to use the whole value, or store the value as a JSON object")
+    };
     let mut doc: serde_json::Value =
         serde_json::from_slice(value.expose()).map_err(|_| not_object())?;
     let fields = json_fields(&mut doc);
     wipe(&mut doc);
     let mut fields = fields.ok_or_else(not_object)?;
-    fields
-        .remove(field)
-        .ok_or_else(|| format!("no field `{field}` (fields: {})", names(&fields)))
+    fields.remove(field).ok_or_else(|| no_field(field, &fields))
 }
 
 /// The fields of a JSON object: strings as they are, other JSON as its text.
@@ -245,13 +413,7 @@ mod tests {
 
     #[test]
     fn fields_need_a_field_and_errors_list_names_only() {
-        let backend = Local::new(
-            &LocalConfig::default(),
-            &Context {
-                base_dir: ".".into(),
-                tenant: None,
-            },
-        );
+        let backend = Local::new(&LocalConfig::default(), &Context::new(".", None));
         let found = Found::Fields(BTreeMap::from([
             ("user".to_owned(), Secret::from(String::from("app"))),
             (
@@ -263,9 +425,9 @@ mod tests {
             found.select(&backend, Some("user")).unwrap().expose(),
             b"app"
         );
-        let missing = found.select(&backend, Some("pass")).unwrap_err();
+        let missing = found.select(&backend, Some("pass")).unwrap_err().message;
         assert_eq!(missing, "no field `pass` (fields: password, user)");
-        let whole = found.select(&backend, None).unwrap_err();
+        let whole = found.select(&backend, None).unwrap_err().message;
         assert!(whole.contains("(fields: password, user)"), "{whole}");
         let value = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
         assert_eq!(value.select(&backend, Some("a")).unwrap().expose(), b"b");
@@ -282,10 +444,15 @@ mod tests {
         ));
         assert_eq!(json_field(&v, "password").unwrap().expose(), b"hunter22");
         assert_eq!(json_field(&v, "port").unwrap().expose(), b"5432");
-        let err = json_field(&v, "nope").unwrap_err();
+        let err = json_field(&v, "nope").unwrap_err().message;
         assert_eq!(err, "no field `nope` (fields: password, port, user)");
         assert!(!err.contains("hunter22"));
         let plain = Secret::from(String::from("hunter22"));
-        assert!(!json_field(&plain, "x").unwrap_err().contains("hunter22"));
+        assert!(
+            !json_field(&plain, "x")
+                .unwrap_err()
+                .message
+                .contains("hunter22")
+        );
     }
 }

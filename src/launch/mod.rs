@@ -16,6 +16,7 @@ mod exec;
 mod pump;
 mod signals;
 mod supervise;
+mod threads;
 
 use std::ffi::OsString;
 use std::sync::Arc;

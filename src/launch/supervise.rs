@@ -49,6 +49,7 @@ pub fn supervise(
     stdio: ChildStdio,
 ) -> Result<i32, Error> {
     let command = Program::prepare(argv, &env)?;
+    super::threads::ensure_single()?;
     let blocked = signals::block()?;
     signals::default_sigchld();
     let sfd = signals::signalfd()?;
