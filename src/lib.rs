@@ -108,9 +108,10 @@ fn harden() {
 fn run_command(args: RunArgs) -> Result<i32, Error> {
     let config = RunConfig::build(args)?;
     let resolved = resolve_reporting_warnings(&config)?;
+    let env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
+    launch::EnvBlock::check(&env)?;
     let scrubber = launch::scrubber(&resolved.masks, &config.scrub, config.mask)?;
     drop(resolved.masks);
-    let env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
     launch::launch(launch::Plan {
         argv: config.argv,
         env,

@@ -234,7 +234,9 @@ fn independent_forms(value: &[u8], min_len: usize) -> Vec<Vec<u8>> {
                 .split(|b| b.is_ascii_whitespace() || b"\"'`,;:(){}[]<>".contains(b))
                 .any(|w| w.len() >= min_len.max(16));
             if telling {
-                forms.push(line.to_vec());
+                // without surrounding whitespace
+                let text = line.trim_ascii();
+                forms.push(text.to_vec());
             }
         }
     }

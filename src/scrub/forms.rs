@@ -673,12 +673,14 @@ pub fn forms_of(index: u32, value: &[u8], min_len: usize, out: &mut Vec<Form>) {
         if non_ascii {
             out.push(form(0, 0, Encoding::GoQuote { ascii: true }));
         }
-        if control {
-            out.push(form(0, 0, Encoding::ShellAnsiC { octal: false }));
-        } else {
+        // bash quotes with `$'...'` when a character is not printable: a control
+        // character, or (in a UTF-8 locale) a non-printable one such as U+2028, or (in
+        // the C locale) any non-ASCII byte.
+        if !control {
             out.push(form(0, 0, Encoding::ShellBackslash));
         }
         if control || non_ascii {
+            out.push(form(0, 0, Encoding::ShellAnsiC { octal: false }));
             out.push(form(0, 0, Encoding::ShellAnsiC { octal: true }));
         }
         if single {
@@ -690,11 +692,19 @@ pub fn forms_of(index: u32, value: &[u8], min_len: usize, out: &mut Vec<Form>) {
         let mut start = 0;
         for line in body.split(|&b| b == b'\n') {
             let end = start + line.len();
+            // Without its indentation and trailing blanks (and `\r`): the same line
+            // logged with other indentation is still the secret's.
+            let lead = line.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            let trail = line[lead..]
+                .iter()
+                .rev()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
             if line_is_telling(line, min_len) {
                 out.push(Form {
                     secret: index,
-                    start: start as u32,
-                    end: end as u32,
+                    start: (start + lead) as u32,
+                    end: (end - trail) as u32,
                     shift: 0,
                     newline: false,
                     skip: 0,
