@@ -252,11 +252,6 @@ fn run_command(
         Ok(r) => r,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
-    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
-        Ok(s) => s,
-        Err(e) => return Err(not_started(audit.as_ref(), e)),
-    };
-    drop(resolved.masks);
     let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
     let mut env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
     env.extend(
@@ -264,6 +259,15 @@ fn run_command(
             .iter()
             .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
     );
+    // A value the kernel would refuse fails here, before any mask is built.
+    if let Err(e) = launch::EnvBlock::check(&env) {
+        return Err(not_started(audit.as_ref(), e));
+    }
+    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
+        Ok(s) => s,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
+    drop(resolved.masks);
     let mut plan = launch::Plan {
         argv: config.argv,
         env,
