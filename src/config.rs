@@ -36,6 +36,9 @@ pub struct RunConfig {
     /// backends consumed): everything but [`NOT_INHERITED`], or only `PATH` with
     /// `--clean-env`.
     pub inherited: Vec<(OsString, Secret)>,
+    /// Inherited `NAME=secret:...` references that the manifest overrides with its own
+    /// `NAME` (reported by `envrun check`).
+    pub shadowed: Vec<String>,
     /// Whether the command's output is masked (`--no-mask` turns it off).
     pub mask: bool,
     /// Whether the command may get a pseudo-terminal (`--no-pty` turns it off).
@@ -53,13 +56,16 @@ impl RunConfig {
             .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
             .collect();
         let mut requests = Vec::new();
+        let mut shadowed = Vec::new();
         if !args.no_inherit_refs && !args.clean_env {
             let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-            requests.extend(
-                resolve::inherited_requests(&environment)?
-                    .into_iter()
-                    .filter(|(name, _)| !sets(name)),
-            );
+            for (name, parts) in resolve::inherited_requests(&environment)? {
+                if sets(&name) {
+                    shadowed.push(name);
+                } else {
+                    requests.push((name, parts));
+                }
+            }
         }
         requests.extend(manifest.environment.iter().cloned());
         let inherited = environment
@@ -89,6 +95,7 @@ impl RunConfig {
             ctx,
             requests,
             inherited,
+            shadowed,
             mask: !args.no_mask,
             pty: !args.no_pty,
             scrub: ScrubOptions {

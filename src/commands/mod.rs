@@ -1,6 +1,8 @@
 //! Subcommands other than running a command: `secrets`, `export`, `completions`, `man`,
 //! and the choice of program for `shell`.
 
+pub mod check;
+pub mod dry_run;
 pub mod export;
 pub mod secrets;
 

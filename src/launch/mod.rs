@@ -53,6 +53,26 @@ pub struct Plan {
     pub mask: bool,
     /// Whether the child may get a pseudo-terminal (false with `--no-pty`).
     pub pty: bool,
+    /// Called with how the child ended, in supervise mode, before envrun ends the same way
+    /// (the audit log records it here: after a signal death envrun re-raises the signal).
+    pub on_exit: Option<OnExit>,
+}
+
+/// See [`Plan::on_exit`].
+pub type OnExit = Box<dyn FnOnce(Status)>;
+
+pub use supervise::Status;
+
+impl Plan {
+    /// Whether envrun stays as the command's parent (supervise) rather than exec'ing it.
+    pub fn supervised(&self) -> bool {
+        matches!(Mode::of(self, is_pid_1()), Mode::Supervise(_))
+    }
+}
+
+/// Whether envrun is PID 1 (a container's init): then it never execs.
+fn is_pid_1() -> bool {
+    nix::unistd::getpid().as_raw() == 1
 }
 
 /// How the child runs.
@@ -155,14 +175,14 @@ pub fn scrubber(
 /// Runs the plan. In exec mode this returns only if the command could not be started; in
 /// supervise mode it returns the status envrun should exit with.
 pub fn launch(plan: Plan) -> Result<i32, Error> {
-    let mode = Mode::of(&plan, nix::unistd::getpid().as_raw() == 1);
+    let mode = Mode::of(&plan, is_pid_1());
     let block = EnvBlock::build(&plan.env)?;
     drop(plan.env);
     match mode {
         Mode::Exec => Err(exec::exec(&plan.argv, &block)),
         Mode::Supervise(scrubber) => {
             let stdio = ChildStdio::of(scrubber.is_some(), plan.pty);
-            supervise::supervise(&plan.argv, block, scrubber.as_ref(), stdio)
+            supervise::supervise(&plan.argv, block, scrubber.as_ref(), stdio, plan.on_exit)
         }
     }
 }

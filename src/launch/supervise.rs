@@ -71,6 +71,7 @@ pub fn supervise(
     env: EnvBlock,
     scrubber: Option<&Arc<Scrubber>>,
     stdio: ChildStdio,
+    on_exit: Option<super::OnExit>,
 ) -> Result<i32, Error> {
     let command = Program::prepare(argv, &env)?;
     super::threads::ensure_single()?;
@@ -105,6 +106,10 @@ pub fn supervise(
     drop(exited_w);
     let finished = run.finish(pump)?;
     run.restore_terminal();
+    // The audit log records how the child ended, before envrun ends the same way.
+    if let Some(f) = on_exit {
+        f(status);
+    }
     match finished {
         // The output is incomplete: whatever the child says, this run did not succeed.
         Finished::Written(report) if report.write_failed => Ok(EXIT_ENVRUN),

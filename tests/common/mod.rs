@@ -173,7 +173,9 @@ impl Run {
             // The child may exit without reading; a broken pipe is fine.
             let _ = stdin.write_all(&bytes);
         }
-        child.wait_with_output().expect("wait for envrun")
+        let out = child.wait_with_output().expect("wait for envrun");
+        assert_no_internals(&out.stderr);
+        out
     }
 
     pub fn done(self) -> Done {
@@ -249,6 +251,39 @@ impl Done {
             );
         }
         self
+    }
+}
+
+/// Words of Rust and of envrun's libraries that a user must never read in an envrun message
+/// ("use Option<String>", "set DuplicateKeyPolicy in Options", "untagged enum DotenvFile",
+/// "AliasAnchorRatio {...}"): every message envrun prints in every test is checked.
+pub const INTERNAL_WORDS: &[&str] = &[
+    "Option<",
+    "DuplicateKeyPolicy",
+    "in Options",
+    "untagged enum",
+    "did not match any variant",
+    "AliasAnchorRatio",
+    "breached",
+    "serde",
+    "saphyr",
+    "Vec<",
+    "PathBuf",
+    "String>",
+    "invalid type:",
+    "Os {",
+    "Kind(",
+];
+
+/// Fails if a line envrun itself printed (`envrun: ...`) names library internals.
+pub fn assert_no_internals(stderr: &[u8]) {
+    for line in String::from_utf8_lossy(stderr).lines() {
+        if !line.starts_with("envrun:") {
+            continue;
+        }
+        if let Some(w) = INTERNAL_WORDS.iter().find(|w| line.contains(*w)) {
+            panic!("envrun's message names a library internal ({w:?}): {line}");
+        }
     }
 }
 
