@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 #[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
 pub mod fileio;
 pub mod launch;
 #[forbid(unsafe_code)]
@@ -39,9 +40,9 @@ pub mod timeout;
 #[forbid(unsafe_code)]
 pub mod ui;
 
-use clap::error::ErrorKind;
-
 use std::ffi::OsString;
+
+use clap::error::ErrorKind;
 
 use crate::cli::{Command, RunOptions};
 use crate::config::RunConfig;
