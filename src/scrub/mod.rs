@@ -6,7 +6,7 @@
 //!   percent-encodings, JSON and string-literal escapes, its telling lines) as
 //!   recipes that produce their bytes on demand;
 //! - [`engine`]: the compiled matcher, an Aho-Corasick automaton over the first
-//!   32 bytes of every form plus prefilters;
+//!   16 bytes of every form plus prefilters;
 //! - [`stream`]: masking a stream that arrives in arbitrary pieces.
 //!
 //! This module ties them together ([`Scrubber`], [`ScrubStream`]). It knows nothing
@@ -36,7 +36,7 @@
 //! # Holding bytes back
 //!
 //! A write's tail that could still be the beginning of an occurrence is held back,
-//! and only that: the automaton's current anchor prefix (under 32 bytes), or
+//! and only that: the automaton's current anchor prefix (under 16 bytes), or
 //! everything since the start of a longer form still being checked. A run of masked
 //! bytes is written (as its mask) once nothing can extend it; a run that grows for a
 //! long time does not pile up: its mask is written as soon as its start falls before
@@ -53,14 +53,14 @@
 //!
 //! # Cost
 //!
-//! Building is O(number of forms x 32) plus one pass over each value: a 128 KiB
+//! Building is O(number of forms x 16) plus one pass over each value: a 128 KiB
 //! value costs about what a 40-byte token does. Scanning costs the same per byte
 //! whatever the secrets' lengths; an occurrence in progress costs one comparison per
 //! byte. `benches/scrub.rs` and `scripts/bench-scrub.sh` measure it.
 //!
 //! # Memory
 //!
-//! The scrubber holds one copy of each value, and the automaton the first 32 bytes of
+//! The scrubber holds one copy of each value, and the automaton the first 16 bytes of
 //! each form, for as long as it lives; there is no way around that. Every copy made
 //! here is wiped when it is dropped, and `Debug` never shows a value.
 
