@@ -19,6 +19,11 @@ pub mod secret;
 pub mod store;
 pub mod timeout;
 pub mod ui;
+pub mod wipe_alloc;
+
+/// Every heap block is wiped before it is freed (see [`wipe_alloc`]).
+#[global_allocator]
+static ALLOCATOR: wipe_alloc::Wiping = wipe_alloc::Wiping;
 
 use clap::error::ErrorKind;
 
