@@ -84,6 +84,10 @@ pub enum Error {
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 
+    /// The audit log could not be opened or written (the run fails closed).
+    #[error("{message}")]
+    Audit { message: String },
+
     /// A secret the command needs does not exist (exit 1, not a failure of envrun).
     #[error("no secret `{name}` in {}", store.display())]
     Absent { name: String, store: PathBuf },
@@ -188,6 +192,9 @@ impl Error {
             }
             Error::Io { .. } => return None,
             Error::Absent { .. } => "`envrun secrets list` shows the names it holds".into(),
+            Error::Audit { .. } => {
+                "the command was not started; fix the path or its permissions, or set `audit: {required: false}` in the manifest to run without the log".into()
+            }
         })
     }
 }

@@ -3,21 +3,40 @@
 //! [`run`] is the whole program: parse the command line ([`cli`]), read the manifest
 //! ([`manifest`]), resolve every reference ([`resolve`], [`backend`]), then start the
 //! command ([`launch`]). `main.rs` only turns the result into an exit status.
+//!
+//! `unsafe` is forbidden in every module but `launch::sys`, which holds the raw syscalls.
 
+#[forbid(unsafe_code)]
+pub mod audit;
+#[forbid(unsafe_code)]
 pub mod backend;
+#[forbid(unsafe_code)]
+pub mod check;
+#[forbid(unsafe_code)]
 pub mod cli;
+#[forbid(unsafe_code)]
 pub mod commands;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
 pub mod error;
 pub mod fileio;
 pub mod launch;
+#[forbid(unsafe_code)]
 pub mod manifest;
+#[forbid(unsafe_code)]
 pub mod reference;
+#[forbid(unsafe_code)]
 pub mod resolve;
+#[forbid(unsafe_code)]
 pub mod scrub;
+#[forbid(unsafe_code)]
 pub mod secret;
+#[forbid(unsafe_code)]
 pub mod store;
+#[forbid(unsafe_code)]
 pub mod timeout;
+#[forbid(unsafe_code)]
 pub mod ui;
 pub mod wipe_alloc;
 
@@ -27,7 +46,9 @@ static ALLOCATOR: wipe_alloc::Wiping = wipe_alloc::Wiping;
 
 use clap::error::ErrorKind;
 
-use crate::cli::{Command, RunArgs};
+use std::ffi::OsString;
+
+use crate::cli::{Command, RunOptions};
 use crate::config::RunConfig;
 use crate::error::{EXIT_ENVRUN, Error};
 
@@ -40,9 +61,15 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Some(Command::Secrets(args)) => commands::secrets::run(args),
+        Some(Command::Check(args)) => commands::check::run(args),
         Some(Command::Completions { shell }) => commands::completions(shell),
         Some(Command::Man) => commands::man(),
-        None => run_command(cli.run),
+        Some(Command::Shell(args)) => {
+            let shell = commands::shell_program(args.shell);
+            run_command(args.options, vec![shell], &[("ENVRUN_ACTIVE", "1")])
+        }
+        Some(Command::Export(args)) => export(args),
+        None => run_command(cli.run.options, cli.run.command, &[]),
     };
     match result {
         Ok(code) => code,
@@ -195,32 +222,142 @@ fn harden() {
     }
 }
 
-/// The main job: configuration, resolution, masking, launch.
-fn run_command(args: RunArgs) -> Result<i32, Error> {
-    let config = RunConfig::build(args)?;
-    let resolved = resolve_reporting_warnings(&config)?;
-    let scrubber = launch::scrubber(&resolved.masks, &config.scrub, config.mask)?;
+/// The main job: configuration, audit log, resolution, masking, launch of `command` with
+/// `extra` variables added last (they win); or, with `--dry-run`, a report of what would run.
+fn run_command(
+    args: RunOptions,
+    command: Vec<OsString>,
+    extra: &[(&str, &str)],
+) -> Result<i32, Error> {
+    let dry_run = args.dry_run;
+    let audit_log = args.audit_log.clone();
+    let config = RunConfig::build(args, command)?;
+    config.manifest.refuse_duplicates()?;
+    // Opened before anything is resolved: a log that cannot be written stops the run here.
+    let audit = match dry_run {
+        true => None,
+        false => open_audit(&config, audit_log.as_deref())?,
+    };
+    let outcome = resolve_reporting_warnings(&config, false);
+    let described: Vec<(String, String)> = outcome
+        .vars
+        .iter()
+        .map(|v| (v.name.clone(), v.describe()))
+        .collect();
+    let audit = audit.map(|mut a| {
+        a.variables = outcome
+            .vars
+            .iter()
+            .filter(|v| v.name != "-")
+            .map(|v| audit::Variable::new(&v.name, &v.sources))
+            .collect();
+        a
+    });
+    let resolved = match resolve::into_resolved(outcome) {
+        Ok(r) => r,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
+    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
+        Ok(s) => s,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
     drop(resolved.masks);
-    let env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
-    launch::launch(launch::Plan {
+    let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
+    let mut env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
+    );
+    let mut plan = launch::Plan {
         argv: config.argv,
         env,
         scrubber,
         mask: config.mask,
-    })
+        pty: config.pty,
+        on_exit: None,
+    };
+    if dry_run {
+        return commands::dry_run::print(&plan, &described, &removed, &config.manifest);
+    }
+    if let Some(a) = audit {
+        if plan.supervised() {
+            plan.on_exit = Some(Box::new(move |status| {
+                let outcome = match status {
+                    launch::Status::Exited(code) => audit::Outcome::Exited { code },
+                    launch::Status::Signaled(signal) => audit::Outcome::Signaled {
+                        signal,
+                        name: audit::signal_name(signal),
+                    },
+                };
+                // The command has run: its status stands, and the failure is reported.
+                if let Err(e) = a.record(&outcome) {
+                    ui::error(&e);
+                }
+            }));
+        } else {
+            // exec: envrun is about to be replaced, so the record is written now, and a
+            // failure still stops the command.
+            a.record(&audit::Outcome::Exec)?;
+        }
+    }
+    launch::launch(plan)
 }
 
-/// Resolves every request; what backends warn about is printed whether or not it succeeds.
-fn resolve_reporting_warnings(config: &RunConfig) -> Result<resolve::Resolved, Error> {
+/// Opens the audit log of a run, if the manifest or the command line asks for one.
+fn open_audit(
+    config: &RunConfig,
+    cli: Option<&std::path::Path>,
+) -> Result<Option<audit::Audit>, Error> {
+    let manifest = &config.manifest;
+    let targets = audit::targets(manifest.audit.as_ref(), cli);
+    let argv = manifest.audit.as_ref().is_some_and(|a| a.argv);
+    let Some(mut audit) = audit::Audit::open(&targets, argv)? else {
+        return Ok(None);
+    };
+    audit.command = config
+        .argv
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    audit.manifest = manifest.path.clone();
+    audit.tenant = config.ctx.tenant.clone();
+    Ok(Some(audit))
+}
+
+/// Records that the command was not started because of `err` (when auditing), and returns
+/// the error to report. A failing record is reported too, after it.
+fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
+    if let Some(a) = audit {
+        let error = err.to_string();
+        if let Err(e) = a.record(&audit::Outcome::NotStarted { error }) {
+            ui::error(&err);
+            return e;
+        }
+    }
+    err
+}
+
+/// `envrun export`: the same configuration and resolution, printed instead of run.
+fn export(args: cli::ExportArgs) -> Result<i32, Error> {
+    let config = RunConfig::build(args.options.clone(), Vec::new())?;
+    let resolved = resolve::into_resolved(resolve_reporting_warnings(&config, false))?;
+    commands::export::run(&resolved, &args)
+}
+
+/// Resolves every request (see [`resolve::resolve_each`]); what backends warn about is
+/// printed whether or not it succeeds. `envrun check` resolves through here too.
+pub fn resolve_reporting_warnings(config: &RunConfig, fetch_all: bool) -> resolve::Outcome {
     let mut warnings = Vec::new();
-    let resolved = resolve::resolve(
+    let outcome = resolve::resolve_each(
         &config.manifest,
         &config.requests,
         &config.ctx,
+        fetch_all,
         &mut warnings,
     );
     for warning in &warnings {
         ui::warn(warning);
     }
-    resolved
+    outcome
 }
