@@ -516,8 +516,12 @@ fn errors_point_at_the_offending_key_not_its_parent() {
 #[test]
 fn library_internals_are_rewritten_into_what_to_fix() {
     manifest_error(
-        "environment:\n  A: x\n  A: y\n",
-        &["line 3 column 3: key `A` appears twice in the same mapping; keep one"],
+        "secrets:\n  type: local\n  path: a.enc\n  path: b.enc\n",
+        &["line 4 column 3: key `path` appears twice under `secrets`; keep one"],
+    );
+    manifest_error(
+        "secrets: {type: local}\nsecrets: {type: env}\n",
+        &["line 2 column 1: key `secrets` appears twice at the top level; keep one"],
     );
     manifest_error(
         "environment:\n  A:\n",
@@ -658,6 +662,15 @@ fn a_bad_value_in_a_variable_names_the_variable_not_the_flag() {
     t.run(&["--min-mask-len", "abc", "--", "true"])
         .status(125)
         .stderr_has("for '--min-mask-len <N>'");
+    // The tenant is checked after parsing, and named the same way.
+    t.command(&["--", "true"])
+        .env_pass("ENVRUN_TENANT", "../up")
+        .done()
+        .status(125)
+        .stderr_has("$ENVRUN_TENANT: tenant `../up`");
+    t.run(&["--tenant", "../up", "--", "true"])
+        .status(125)
+        .stderr_has("--tenant: tenant `../up`");
 }
 
 #[test]
