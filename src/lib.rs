@@ -39,6 +39,11 @@ pub mod store;
 pub mod timeout;
 #[forbid(unsafe_code)]
 pub mod ui;
+pub mod wipe_alloc;
+
+/// Every heap block is wiped before it is freed (see [`wipe_alloc`]).
+#[global_allocator]
+static ALLOCATOR: wipe_alloc::Wiping = wipe_alloc::Wiping;
 
 use std::ffi::OsString;
 
