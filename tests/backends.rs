@@ -590,7 +590,13 @@ fn docker_secrets_example_resolves_against_its_mounts() {
         done.stderr_str()
     );
     for line in done.stderr_str().lines() {
-        assert!(line.contains("is readable by other users (mode 0644)"), "{line}");
+        assert!(
+            line.contains("is readable by other users (mode 0644)"),
+            "{line}"
+        );
     }
-    assert!(!readme.contains("envrun: warning"), "the README shows warnings");
+    assert!(
+        !readme.contains("envrun: warning"),
+        "the README shows warnings"
+    );
 }
