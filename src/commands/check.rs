@@ -251,16 +251,15 @@ fn check_var(
         Err(failures) => {
             for f in failures {
                 let missing = f.reason.starts_with("not found") || f.reason.starts_with("not set");
-                let (kind, hint) = if missing {
-                    (
-                        "missing",
-                        Some(String::from(
+                let kind = if missing { "missing" } else { "error" };
+                // The resolver's own hint says what to do for this backend and failure.
+                let hint = f.hint.clone().or_else(|| {
+                    missing.then(|| {
+                        String::from(
                             "create it in its backend (local store: `envrun secrets set KEY`), or fix the reference",
-                        )),
-                    )
-                } else {
-                    ("error", None)
-                };
+                        )
+                    })
+                });
                 add(
                     kind,
                     Severity::Error,
