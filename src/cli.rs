@@ -14,6 +14,8 @@ macro_rules! examples {
     () => {
         "  envrun -- ./backup.sh                    run with the variables of ./envrun.yaml
   envrun -m deploy/envrun.yaml -- make     use another manifest
+  envrun shell                             an interactive shell with the variables set
+  envrun export --format shell             print the variables, secrets masked
   API_KEY=secret:API_KEY envrun -- app     resolve a reference from the environment
   printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)
   envrun check                             report missing, weak and overdue secrets
@@ -23,11 +25,13 @@ macro_rules! examples {
 
 macro_rules! exit_status {
     () => {
-        "The command's own status. 125 if envrun fails (the command was not started), 126 if the
-command cannot be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is
-no (`exists`, `get` or `delete` of a missing name), 125 on errors. `envrun check`: 0, 1 when
-a finding is an error, 125 when the manifest cannot be read. `--dry-run`: 0, or 125 when a
-run would fail."
+        "The command's own status (after a death by signal N, envrun dies by N too; 128+N as
+PID 1). 125 if envrun fails: the command was not started, or envrun could not write the
+command's output (a full disk, an I/O error; not a closed pipe). 126 if the command cannot
+be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is no (`exists`,
+`get` or `delete` of a missing name), 125 on errors. `envrun check`: 0, 1 when a finding is
+an error, 125 when the manifest cannot be read. `--dry-run`: 0, or 125 when a run would
+fail."
     };
 }
 
@@ -56,12 +60,14 @@ secret:KEY in envrun's own environment are resolved too.
 Masking: when at least one value is secret (from secret: or file:), envrun starts COMMAND
 as its child and stays as its parent (supervise mode). It masks every secret value in
 COMMAND's stdout and stderr, and its common encodings (base64, hex, URL, JSON, each line of
-a multi-line value), forwards signals to COMMAND, reaps zombies when it is PID 1, and exits
+a multi-line value), forwards every signal sent to it to COMMAND, reaps zombies, and exits
 with COMMAND's status (dying by the same signal if COMMAND was killed by one; 128+N as
-PID 1). In this version COMMAND's stdout and stderr are then pipes, not the terminal:
-programs that check for a terminal (colours, progress bars) behave as when piped.
+PID 1). When envrun's stdout is a terminal, COMMAND runs on a pseudo-terminal of its own
+(colours, prompts, job control and window size work; --no-pty gives it pipes); otherwise
+its stdout and stderr are pipes (one pipe when they are the same file, as after 2>&1).
 Otherwise, or with --no-mask, envrun replaces itself with COMMAND (exec): same PID, and its
-output, secrets included, is shown as it is.";
+output, secrets included, is shown as it is. As PID 1 (a container's init) envrun never
+execs: it stays as COMMAND's parent, masking or not.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +90,18 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// The command to run and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// How the environment is resolved and the command run: shared by running a command,
+/// `shell` and `export`.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
     /// Manifest to read [default: ./envrun.yaml, if present]
     #[arg(short, long, env = "ENVRUN_MANIFEST", value_name = "PATH")]
     pub manifest: Option<PathBuf>,
@@ -143,9 +161,9 @@ pub struct RunArgs {
     #[arg(long, env = "ENVRUN_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<std::time::Duration>,
 
-    /// The command to run and its arguments, after `--`
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
+    /// Give COMMAND pipes instead of a pseudo-terminal when envrun's stdout is a terminal
+    #[arg(long, env = "ENVRUN_NO_PTY", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
+    pub no_pty: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +180,19 @@ pub enum Command {
     /// than their `rotation:` policy. Exit 0 when nothing is an error, 1 when something is,
     /// 125 when the manifest itself cannot be read.
     Check(CheckArgs),
+    /// Start an interactive shell with the resolved environment, its output masked
+    ///
+    /// Runs $SHELL (or --shell, or /bin/sh) as `envrun -- SHELL` would, on a pseudo-terminal
+    /// when envrun's stdout is a terminal, with ENVRUN_ACTIVE=1 set so a prompt can show it.
+    /// Exits with the shell's status.
+    Shell(ShellArgs),
+
+    /// Print the resolved environment (for direnv and the like), secret values masked
+    ///
+    /// Prints each variable of the manifest (and each reference resolved from envrun's own
+    /// environment). Secret values are masked unless --reveal is given; envrun refuses to
+    /// reveal them to a terminal without --force.
+    Export(ExportArgs),
 
     /// Print a shell completion script
     Completions {
@@ -217,6 +248,45 @@ pub struct CheckArgs {
         default_value_t = 4
     )]
     pub min_mask_len: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// The shell to start [default: $SHELL, or /bin/sh]
+    #[arg(long, value_name = "PATH")]
+    pub shell: Option<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ExportFormat::Dotenv)]
+    pub format: ExportFormat,
+
+    /// Print secret values as they are, not masked
+    #[arg(long)]
+    pub reveal: bool,
+
+    /// With --reveal: print the values even when stdout is a terminal
+    #[arg(long, requires = "reveal")]
+    pub force: bool,
+}
+
+/// The formats of `export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// NAME="value", one a line (double-quoted, with \n, \", \\ and \$ escapes)
+    Dotenv,
+    /// export NAME='value', one a line, for `eval` in sh, bash and zsh
+    Shell,
+    /// One JSON object of names to values
+    Json,
 }
 
 #[derive(Debug, Args)]

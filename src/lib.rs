@@ -3,28 +3,47 @@
 //! [`run`] is the whole program: parse the command line ([`cli`]), read the manifest
 //! ([`manifest`]), resolve every reference ([`resolve`], [`backend`]), then start the
 //! command ([`launch`]). `main.rs` only turns the result into an exit status.
+//!
+//! `unsafe` is forbidden in every module but `launch::sys`, which holds the raw syscalls.
 
+#[forbid(unsafe_code)]
 pub mod audit;
+#[forbid(unsafe_code)]
 pub mod backend;
+#[forbid(unsafe_code)]
 pub mod check;
+#[forbid(unsafe_code)]
 pub mod cli;
+#[forbid(unsafe_code)]
 pub mod commands;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
 pub mod error;
 pub mod fileio;
 pub mod launch;
+#[forbid(unsafe_code)]
 pub mod manifest;
+#[forbid(unsafe_code)]
 pub mod reference;
+#[forbid(unsafe_code)]
 pub mod resolve;
+#[forbid(unsafe_code)]
 pub mod scrub;
+#[forbid(unsafe_code)]
 pub mod secret;
+#[forbid(unsafe_code)]
 pub mod store;
+#[forbid(unsafe_code)]
 pub mod timeout;
+#[forbid(unsafe_code)]
 pub mod ui;
 
 use clap::error::ErrorKind;
 
-use crate::cli::{Command, RunArgs};
+use std::ffi::OsString;
+
+use crate::cli::{Command, RunOptions};
 use crate::config::RunConfig;
 use crate::error::{EXIT_ENVRUN, Error};
 
@@ -40,7 +59,12 @@ pub fn run() -> i32 {
         Some(Command::Check(args)) => commands::check::run(args),
         Some(Command::Completions { shell }) => commands::completions(shell),
         Some(Command::Man) => commands::man(),
-        None => run_command(cli.run),
+        Some(Command::Shell(args)) => {
+            let shell = commands::shell_program(args.shell);
+            run_command(args.options, vec![shell], &[("ENVRUN_ACTIVE", "1")])
+        }
+        Some(Command::Export(args)) => export(args),
+        None => run_command(cli.run.options, cli.run.command, &[]),
     };
     match result {
         Ok(code) => code,
@@ -193,12 +217,16 @@ fn harden() {
     }
 }
 
-/// The main job: configuration, audit log, resolution, masking, launch (or, with
-/// `--dry-run`, a report of what would run).
-fn run_command(args: RunArgs) -> Result<i32, Error> {
+/// The main job: configuration, audit log, resolution, masking, launch of `command` with
+/// `extra` variables added last (they win); or, with `--dry-run`, a report of what would run.
+fn run_command(
+    args: RunOptions,
+    command: Vec<OsString>,
+    extra: &[(&str, &str)],
+) -> Result<i32, Error> {
     let dry_run = args.dry_run;
     let audit_log = args.audit_log.clone();
-    let config = RunConfig::build(args)?;
+    let config = RunConfig::build(args, command)?;
     config.manifest.refuse_duplicates()?;
     // Opened before anything is resolved: a log that cannot be written stops the run here.
     let audit = match dry_run {
@@ -224,18 +252,28 @@ fn run_command(args: RunArgs) -> Result<i32, Error> {
         Ok(r) => r,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
+    let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
+    let mut env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
+    );
+    // A value the kernel would refuse fails here, before any mask is built.
+    if let Err(e) = launch::EnvBlock::check(&env) {
+        return Err(not_started(audit.as_ref(), e));
+    }
     let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
         Ok(s) => s,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
     drop(resolved.masks);
-    let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
-    let env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
     let mut plan = launch::Plan {
         argv: config.argv,
         env,
         scrubber,
         mask: config.mask,
+        pty: config.pty,
         on_exit: None,
     };
     if dry_run {
@@ -297,6 +335,13 @@ fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
         }
     }
     err
+}
+
+/// `envrun export`: the same configuration and resolution, printed instead of run.
+fn export(args: cli::ExportArgs) -> Result<i32, Error> {
+    let config = RunConfig::build(args.options.clone(), Vec::new())?;
+    let resolved = resolve::into_resolved(resolve_reporting_warnings(&config, false))?;
+    commands::export::run(&resolved, &args)
 }
 
 /// Resolves every request (see [`resolve::resolve_each`]); what backends warn about is

@@ -517,7 +517,9 @@ fn errors_point_at_the_offending_key_not_its_parent() {
 fn library_internals_are_rewritten_into_what_to_fix() {
     manifest_error(
         "environment:\n  A: x\n  A: y\n",
-        &["line 3 column 3: key `A` appears twice in the same mapping; keep one"],
+        // `envrun check` reports a variable defined twice as a finding; a run refuses it,
+        // naming both lines.
+        &["`A` is defined more than once in environment: (lines 2, 3)"],
     );
     manifest_error(
         "environment:\n  A:\n",

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::write_stdout;
 use crate::check;
-use crate::cli::{CheckArgs, RunArgs};
+use crate::cli::{CheckArgs, RunOptions};
 use crate::config::RunConfig;
 use crate::error::Error;
 use crate::manifest::Manifest;
@@ -82,19 +82,22 @@ pub fn run(args: CheckArgs) -> Result<i32, Error> {
     };
     // The configuration of a run of nothing: the same manifest, environment, tenant and
     // deadline rules as `envrun -- COMMAND`.
-    let prepared = RunConfig::build(RunArgs {
-        manifest: args.manifest.clone(),
-        clean_env: false,
-        no_inherit_refs: args.no_inherit_refs,
-        tenant: args.tenant.clone(),
-        no_mask: false,
-        mask_with: String::from("***"),
-        min_mask_len: args.min_mask_len,
-        timeout: args.timeout,
-        dry_run: false,
-        audit_log: None,
-        command: Vec::new(),
-    })?;
+    let prepared = RunConfig::build(
+        RunOptions {
+            manifest: args.manifest.clone(),
+            clean_env: false,
+            no_inherit_refs: args.no_inherit_refs,
+            tenant: args.tenant.clone(),
+            no_mask: false,
+            mask_with: String::from("***"),
+            min_mask_len: args.min_mask_len,
+            timeout: args.timeout,
+            dry_run: false,
+            audit_log: None,
+            no_pty: true,
+        },
+        Vec::new(),
+    )?;
     let outcome = crate::resolve_reporting_warnings(&prepared, true);
     // Everything printed below also passes through a masker of every value found: a last
     // line of defence, as for a run's own messages.

@@ -320,3 +320,20 @@ pub fn debian_tool(bin: &str, package: &str) -> PathBuf {
         _ => panic!("this test needs `{bin}`: install the Debian package `{package}`"),
     }
 }
+
+/// Whether every tool a test needs is on PATH. If one is missing the test should return
+/// early: this prints which tool and that the test is skipped, instead of failing or
+/// installing anything.
+pub fn tools_or_skip(test: &str, tools: &[&str]) -> bool {
+    let on_path = |bin: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(bin).is_file()))
+    };
+    match tools.iter().find(|t| !on_path(t)) {
+        None => true,
+        Some(missing) => {
+            eprintln!("skipped {test}: `{missing}` is not installed");
+            false
+        }
+    }
+}
