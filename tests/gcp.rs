@@ -3,6 +3,9 @@
 //! client is Google's own, pointed at the fake with `endpoint:` and authenticated with a
 //! service-account key generated for each test (its JWTs are verified by the fake) or with
 //! `gcloud` user credentials refreshed at the fake's token endpoint.
+//! (`google-cloud-auth` signs its own JWT for a service-account key and calls no token
+//! endpoint, so the key file's `token_uri` is unused there; the fake checks the JWT's
+//! signature with the key it generated.)
 
 #![cfg(feature = "gcp")]
 

@@ -770,9 +770,14 @@ mod tests {
             scope_of("https://v.vault.azure.cn:443"),
             "https://vault.azure.cn/.default"
         );
+        // A private name (or a test server) asks for the public cloud's scope.
         assert_eq!(
             scope_of("https://localhost:8443"),
-            "https://localhost/.default"
+            "https://vault.azure.net/.default"
+        );
+        assert_eq!(
+            scope_of("https://kv.privatelink.vaultcore.azure.net"),
+            "https://vault.azure.net/.default"
         );
     }
 }
