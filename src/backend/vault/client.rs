@@ -281,6 +281,13 @@ fn tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         {
             return Some(t.to_string());
         }
+        // The connector may box the error in a type of its own; rustls's messages are
+        // recognisable ("invalid peer certificate: UnknownIssuer", "received corrupt
+        // message of type InvalidContentType").
+        let text = err.to_string();
+        if text.contains("peer certificate") || text.contains("corrupt message") {
+            return Some(text);
+        }
         next = err.source();
     }
     None
