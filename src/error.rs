@@ -1,7 +1,10 @@
-//! envrun's own errors: what failed, named by operation and object, never by value.
+//! envrun's one error type: what failed, named by operation and object, never by value.
 //!
-//! Every variant has a message (one line) and a hint (what to try next). `ui` prints both.
-//! Values never reach these types: they carry variable names, references, keys and paths.
+//! Lower layers have their own typed errors ([`StoreError`] for the local store,
+//! [`BackendError`](crate::backend::BackendError) for backends, [`ScrubError`](crate::scrub::ScrubError));
+//! each converts into [`Error`] with its hint. Every variant has a message and, where there
+//! is one, a hint (what to try next); `ui` prints both. Values never reach these types: they
+//! carry variable names, references, keys and paths.
 
 use std::io;
 use std::path::PathBuf;
@@ -19,8 +22,21 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The command line is wrong (the hint points at `--help`).
     #[error("{0}")]
     Usage(String),
+
+    /// Input that is well-formed on the command line but cannot be used (a value, a name
+    /// from the environment, a setting), with what to do instead.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A command that declines to act, with what to do instead.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
 
     /// A bug in envrun (a panic, a broken invariant).
     #[error("{0}")]
@@ -40,10 +56,7 @@ pub enum Error {
     ManifestParse { path: PathBuf, message: String },
 
     #[error("{}", failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n"))]
-    Resolve {
-        failures: Vec<Failure>,
-        hints: Vec<String>,
-    },
+    Resolve { failures: Vec<Failure> },
 
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -68,12 +81,14 @@ pub enum Error {
     Absent { name: String, store: PathBuf },
 }
 
-/// One reference that could not be resolved: the variable, the reference, what went wrong.
+/// One reference that could not be resolved: the variable, the reference, what went wrong,
+/// and what to try for that backend and cause.
 #[derive(Debug)]
 pub struct Failure {
     pub var: String,
     pub reference: String,
     pub reason: String,
+    pub hint: Option<String>,
 }
 
 impl std::fmt::Display for Failure {
@@ -87,6 +102,21 @@ impl Error {
         Error::Io {
             what: what.into(),
             source,
+        }
+    }
+
+    /// An [`Error::Invalid`] with a hint.
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Error {
+        Error::Invalid {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    pub fn refused(message: impl Into<String>, hint: impl Into<String>) -> Error {
+        Error::Refused {
+            message: message.into(),
+            hint: hint.into(),
         }
     }
 
@@ -104,6 +134,8 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Usage(_) => "run `envrun --help` for usage".into(),
+            Error::Invalid { hint, .. } => return hint.clone(),
+            Error::Refused { hint, .. } => hint.clone(),
             Error::Internal(_) => "please report this bug (the message above names no value)".into(),
             Error::Cli { tips, .. } if !tips.is_empty() => tips.join("\n"),
             Error::Cli { .. } => "run `envrun --help` for usage".into(),
@@ -114,9 +146,14 @@ impl Error {
             Error::ManifestParse { .. } => {
                 "fix the manifest at the position shown; see `man envrun` for the schema".into()
             }
-            Error::Resolve { hints, .. } if !hints.is_empty() => hints.join("\n"),
-            Error::Resolve { .. } => {
-                "the command was not started; fix the references above (for the local store, `envrun secrets list` shows what it holds)".into()
+            Error::Resolve { failures } => {
+                let mut hints = vec!["the command was not started; fix the references above"];
+                for h in failures.iter().filter_map(|f| f.hint.as_deref()) {
+                    if !hints.contains(&h) {
+                        hints.push(h);
+                    }
+                }
+                hints.join("\n")
             }
             Error::Store(e) => return e.hint(),
             Error::Backend(e) => return e.hint_or_default(),

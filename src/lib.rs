@@ -7,7 +7,9 @@
 pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod error;
+pub mod fileio;
 pub mod launch;
 pub mod manifest;
 pub mod reference;
@@ -18,19 +20,12 @@ pub mod store;
 pub mod timeout;
 pub mod ui;
 
-use std::ffi::OsString;
-
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::backend::Context;
 use crate::cli::{Cli, Command, RunArgs};
+use crate::config::RunConfig;
 use crate::error::{EXIT_ENVRUN, Error};
-use crate::manifest::Manifest;
-use crate::secret::Secret;
-
-/// Variables envrun reads for itself and never passes on: `ENVRUN_KEY` is key material.
-const NOT_INHERITED: &[&str] = &["ENVRUN_KEY"];
 
 /// Runs envrun with the process arguments and returns the exit status.
 pub fn run() -> i32 {
@@ -109,64 +104,32 @@ fn harden() {
     }
 }
 
-/// The main job: manifest, resolve, launch.
+/// The main job: configuration, resolution, masking, launch.
 fn run_command(args: RunArgs) -> Result<i32, Error> {
-    let manifest = Manifest::discover(args.manifest.as_deref())?;
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
-        .collect();
-
-    let mut requests = Vec::new();
-    if !args.no_inherit_refs && !args.clean_env {
-        let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-        requests.extend(
-            resolve::inherited_requests(&inherited)?
-                .into_iter()
-                .filter(|(name, _)| !sets(name)),
-        );
-    }
-    requests.extend(manifest.environment.iter().cloned());
-
-    let tenant = backend::tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
-    if let Some(t) = &tenant {
-        backend::tenant::check(t).map_err(Error::Usage)?;
-    }
-    let timeout = args
-        .timeout
-        .or(manifest.timeout)
-        .unwrap_or(timeout::DEFAULT);
-    let ctx = Context {
-        base_dir: manifest.base_dir.clone(),
-        tenant,
-        deadline: std::time::Instant::now() + timeout,
-    };
-    let resolved = resolve::resolve(&manifest, &requests, &ctx)?;
-
-    let mut env: Vec<(OsString, Secret)> =
-        Vec::with_capacity(inherited.len() + resolved.vars.len());
-    for (name, value) in inherited {
-        // A variable a backend read a secret from stays behind; the manifest's own variables
-        // are added below and win, so `APP_TOKEN: secret:TOKEN` still passes it on.
-        let consumed = name.to_str().is_some_and(|n| resolved.consumed.contains(n));
-        let keep = (!args.clean_env || (name == "PATH")) && !consumed;
-        if keep {
-            env.push((name, Secret::from_vec(value.into_encoded_bytes())));
-        }
-    }
-    for (name, value) in resolved.vars {
-        env.push((OsString::from(name), value.bytes));
-    }
-    let opts = scrub::ScrubOptions {
-        mask_with: args.mask_with,
-        min_len: args.min_mask_len,
-    };
-    let scrubber = launch::scrubber(&resolved.masks, &opts, !args.no_mask)?;
+    let config = RunConfig::build(args)?;
+    let resolved = resolve_reporting_warnings(&config)?;
+    let scrubber = launch::scrubber(&resolved.masks, &config.scrub, config.mask)?;
     drop(resolved.masks);
-    let plan = launch::Plan {
-        argv: args.command,
+    let env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
+    launch::launch(launch::Plan {
+        argv: config.argv,
         env,
         scrubber,
-        mask: !args.no_mask,
-    };
-    launch::launch(plan)
+        mask: config.mask,
+    })
+}
+
+/// Resolves every request; what backends warn about is printed whether or not it succeeds.
+fn resolve_reporting_warnings(config: &RunConfig) -> Result<resolve::Resolved, Error> {
+    let mut warnings = Vec::new();
+    let resolved = resolve::resolve(
+        &config.manifest,
+        &config.requests,
+        &config.ctx,
+        &mut warnings,
+    );
+    for warning in &warnings {
+        ui::warn(warning);
+    }
+    resolved
 }

@@ -138,6 +138,18 @@ impl Manifest {
         })
     }
 
+    /// The names a `secret@NAME:` reference can use: `default` and every entry of `backends:`.
+    pub fn backend_names(&self) -> Vec<&str> {
+        let mut names = vec![crate::resolve::DEFAULT_BACKEND];
+        names.extend(
+            self.backends
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != crate::resolve::DEFAULT_BACKEND),
+        );
+        names
+    }
+
     /// A short name for messages: the manifest's path, or "(no manifest)".
     pub fn describe(&self) -> String {
         self.path

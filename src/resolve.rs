@@ -11,9 +11,10 @@ use std::os::unix::ffi::OsStringExt;
 
 use crate::backend::{Backend, BackendConfig, BackendError, Context, Lookup, LookupResult};
 use crate::error::{Error, Failure};
+use crate::fileio::{self, FileError, Follow};
 use crate::manifest::Manifest;
 use crate::reference::{Part, Reference, SecretRef};
-use crate::secret::{Secret, Value};
+use crate::secret::{MAX_VALUE, Secret, Value};
 
 /// The name the default backend (`secrets:`) goes by in messages.
 pub const DEFAULT_BACKEND: &str = "default";
@@ -34,18 +35,20 @@ pub struct Resolved {
     pub consumed: BTreeSet<String>,
 }
 
-/// Resolves `requests` against the backends of `manifest`.
+/// Resolves `requests` against the backends of `manifest`. What backends warn about
+/// ([`Backend::warnings`]) is added to `warnings`, whether or not resolution succeeds.
 pub fn resolve(
     manifest: &Manifest,
     requests: &[Request],
     ctx: &Context,
+    warnings: &mut Vec<String>,
 ) -> Result<Resolved, Error> {
     let mut failures = Vec::new();
-    let mut hints = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, &mut hints);
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
+    warnings.extend(fetched.backends.values().flat_map(|b| b.warnings()));
     if !failures.is_empty() {
         // Unknown backends or parameters: nothing was fetched.
-        return Err(Error::Resolve { failures, hints });
+        return Err(Error::Resolve { failures });
     }
     let mut resolved = Resolved {
         consumed: fetched.consumed.clone(),
@@ -55,21 +58,10 @@ pub fn resolve(
         let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
         let mut ok = true;
         for part in parts {
-            match evaluate(part, &fetched, ctx) {
+            match evaluate(var, part, &fetched, ctx) {
                 Ok(v) => pieces.push(v),
-                Err(Failed {
-                    reference,
-                    reason,
-                    hint,
-                }) => {
-                    failures.push(Failure {
-                        var: var.clone(),
-                        reference,
-                        reason,
-                    });
-                    if let Some(h) = hint.filter(|h| !hints.contains(h)) {
-                        hints.push(h);
-                    }
+                Err(failure) => {
+                    failures.push(failure);
                     ok = false;
                 }
             }
@@ -89,7 +81,7 @@ pub fn resolve(
     if failures.is_empty() {
         Ok(resolved)
     } else {
-        Err(Error::Resolve { failures, hints })
+        Err(Error::Resolve { failures })
     }
 }
 
@@ -140,23 +132,26 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
-    hints: &mut Vec<String>,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
     for (var, r) in secret_refs(requests) {
         let name = backend_name(r);
-        let fail = |reason: String| Failure {
+        let fail = |reason: String, hint: String| Failure {
             var: var.to_owned(),
             reference: r.to_string(),
             reason,
+            hint: Some(hint),
         };
         if !backends.contains_key(name) {
             let Some(cfg) = config(manifest, name) else {
-                failures.push(fail(format!(
-                    "no backend named `{name}` in {}",
-                    manifest.describe()
-                )));
+                failures.push(fail(
+                    format!("no backend named `{name}` in {}", manifest.describe()),
+                    format!(
+                        "define it under `backends:` in the manifest, or fix the name after `secret@` (defined: {})",
+                        manifest.backend_names().join(", ")
+                    ),
+                ));
                 continue;
             };
             match cfg.build(ctx) {
@@ -164,10 +159,12 @@ fn fetch_secrets(
                     backends.insert(name.to_owned(), b);
                 }
                 Err(e) => {
-                    failures.push(fail(format!("backend `{name}`: {e}")));
-                    if let Some(h) = e.hint_or_default().filter(|h| !hints.contains(h)) {
-                        hints.push(h);
-                    }
+                    failures.push(Failure {
+                        var: var.to_owned(),
+                        reference: r.to_string(),
+                        reason: format!("backend `{name}`: {e}"),
+                        hint: e.hint_or_default(),
+                    });
                     continue;
                 }
             }
@@ -179,15 +176,18 @@ fn fetch_secrets(
             .find(|(p, _)| !backend.params().contains(&p.as_str()))
         {
             let known = backend.params();
-            failures.push(fail(format!(
-                "backend `{name}` ({}) has no parameter `{p}`{}",
-                backend.kind(),
-                if known.is_empty() {
-                    String::from(" (it takes none)")
-                } else {
-                    format!(" (it takes: {})", known.join(", "))
-                }
-            )));
+            failures.push(fail(
+                format!(
+                    "backend `{name}` ({}) has no parameter `{p}`{}",
+                    backend.kind(),
+                    if known.is_empty() {
+                        String::from(" (it takes none)")
+                    } else {
+                        format!(" (it takes: {})", known.join(", "))
+                    }
+                ),
+                String::from("remove the `?...` part of the reference, or use a parameter listed"),
+            ));
             continue;
         }
         wanted.entry(name.to_owned()).or_default().insert(Lookup {
@@ -242,6 +242,7 @@ fn fetch_secrets(
                     var: String::from("-"),
                     reference: format!("backend `{name}`"),
                     reason: String::from("returned the wrong number of answers (a bug in envrun)"),
+                    hint: Some(String::from("please report this bug")),
                 }),
                 Err(e) => {
                     // Reported once per variable that needed this backend (in `evaluate`), next
@@ -259,15 +260,8 @@ fn fetch_secrets(
     }
 }
 
-/// Why one reference failed, with what to try.
-struct Failed {
-    reference: String,
-    reason: String,
-    hint: Option<String>,
-}
-
-/// Evaluates one part.
-fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failed> {
+/// Evaluates one part of the value of `var`.
+fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failure> {
     let reference = match part {
         Part::Literal(s) => {
             return Ok(Value {
@@ -277,16 +271,14 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
         }
         Part::Ref(r) => r,
     };
-    let fail = |reason: String| Failed {
+    let fail = |reason: String, hint: Option<String>| Failure {
+        var: var.to_owned(),
         reference: reference.to_string(),
         reason,
-        hint: None,
+        hint,
     };
-    let fail_with = |e: &BackendError, label: &str| Failed {
-        reference: reference.to_string(),
-        reason: format!("{label}: {e}"),
-        hint: e.hint_or_default(),
-    };
+    let fail_with =
+        |e: &BackendError, label: &str| fail(format!("{label}: {e}"), e.hint_or_default());
     match reference {
         Reference::Secret(r) => {
             let name = backend_name(r);
@@ -303,19 +295,25 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
                         .looked_for(&lookup)
                         .map(|p| format!(": {p}"))
                         .unwrap_or_default();
-                    return Err(fail(format!("not found in {label}{place}")));
+                    return Err(fail(
+                        format!("not found in {label}{place}"),
+                        backend.not_found_hint(&lookup),
+                    ));
                 }
                 Some(Err(e)) => return Err(fail_with(e, &label)),
                 None => {
                     return Err(match fetched.failed.get(name) {
                         Some(e) => fail_with(e, &label),
-                        None => fail(String::from("was not fetched (a bug in envrun)")),
+                        None => fail(
+                            String::from("was not fetched (a bug in envrun)"),
+                            Some(String::from("please report this bug")),
+                        ),
                     });
                 }
             };
             let bytes = found
                 .select(backend, r.field.as_deref())
-                .map_err(|e| fail(format!("{label}: {e}")))?;
+                .map_err(|e| fail_with(&e, &label))?;
             Ok(Value {
                 bytes,
                 sensitive: true,
@@ -326,15 +324,31 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
                 bytes: Secret::from_vec(v.into_vec()),
                 sensitive: false,
             }),
-            None => Err(fail(String::from("not set in envrun's environment"))),
+            None => Err(fail(
+                String::from("not set in envrun's environment"),
+                Some(format!(
+                    "export {var} before running envrun, or remove the `env:` reference"
+                )),
+            )),
         },
         Reference::File(path) => {
             let full = ctx.base_dir.join(path);
-            let mut bytes = std::fs::read(&full)
-                .map_err(|e| fail(format!("cannot read {}: {e}", full.display())))?;
+            let (_, mut bytes) =
+                fileio::read_regular(&full, MAX_VALUE, Follow::Yes).map_err(|e| {
+                    let hint = match e {
+                        FileError::NotFound(_) => {
+                            String::from("`file:` paths are relative to the manifest's directory")
+                        }
+                        FileError::NotRegular { .. } => String::from(
+                            "`file:` reads a regular file; a FIFO, device or directory is refused",
+                        ),
+                        ref e => e.hint().unwrap_or_default(),
+                    };
+                    fail(e.to_string(), Some(hint))
+                })?;
             crate::secret::trim_one_newline(&mut bytes);
             Ok(Value {
-                bytes: Secret::from_vec(bytes),
+                bytes: Secret::from_slice(&bytes),
                 sensitive: true,
             })
         }
@@ -360,10 +374,10 @@ fn join(pieces: &[Value]) -> Value {
 /// Finds references in envrun's inherited environment: only whole `secret:` / `secret@`
 /// values count (`env:` and `file:` are left alone there: `DATABASE_URL=file:./dev.db` is a
 /// common literal).
-pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, Error> {
+pub fn inherited_requests(env: &[(OsString, Secret)]) -> Result<Vec<Request>, Error> {
     let mut out = Vec::new();
     for (name, value) in env {
-        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+        let (Some(name), Ok(value)) = (name.to_str(), std::str::from_utf8(value.expose())) else {
             continue;
         };
         if !(value.starts_with("secret:") || value.starts_with("secret@")) {
@@ -377,8 +391,10 @@ pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, 
                         var: name.to_owned(),
                         reference: String::from("(inherited environment)"),
                         reason: e.to_string(),
+                        hint: Some(format!(
+                            "fix or unset ${name}, or pass --no-inherit-refs to leave such values alone"
+                        )),
                     }],
-                    hints: Vec::new(),
                 });
             }
             None => {}

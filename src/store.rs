@@ -16,27 +16,32 @@
 //! in base64 on one line; `$ENVRUN_KEY` can hold the same text instead.
 //!
 //! Writes are atomic and serialised: a writer takes an exclusive `flock` on `STORE.lock` (a
-//! file that is never renamed), writes `.STORE.tmp.PID`, fsyncs it, renames it over the
-//! store and fsyncs the directory ([`replace_file`]; key files are written the same way).
-//! Temp files left by a killed writer are removed by the next one, which holds the lock.
+//! file that is never renamed), writes `.STORE.tmp.RANDOM` (created exclusively, 0600),
+//! fsyncs it, checks it, renames it over the store and fsyncs the directory
+//! ([`fileio::replace_file`]; key files and backups are written the same way). Temp files
+//! left by a killed writer are removed by the next one, which holds the lock.
 //! Plaintext exists only in memory, in buffers sized before they are filled and wiped after
 //! use.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use aes_gcm::Nonce;
+use aes_gcm::aead::AeadInOut;
 use nix::fcntl::{Flock, FlockArg};
-use secrecy::{ExposeSecret, SecretBox};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::fileio::{self, FileError, Follow};
 use crate::secret::Secret;
+
+pub use crate::fileio::{Replace, remove_stale_temps};
+
+mod key;
+
+pub use key::{KEY_LEN, KEY_VAR, Key, KeySource, Opened, old_key_path, open_with, read_with};
 
 const MAGIC: &[u8; 6] = b"ENVRUN";
 const VERSION: u8 = 1;
@@ -44,7 +49,6 @@ const ALG_AES256GCM: u8 = 1;
 const HEADER_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-pub const KEY_LEN: usize = 32;
 
 /// Default file names, next to the manifest (or in the working directory).
 pub const DEFAULT_STORE: &str = "secrets.json.enc";
@@ -72,11 +76,15 @@ pub enum StoreError {
     Decrypt(PathBuf),
     #[error("store {} decrypted but its content is not a JSON object of strings", .0.display())]
     Content(PathBuf),
+    /// Encoding or encrypting the contents failed (nothing was written).
+    #[error("cannot encrypt the store contents: {0}")]
+    Seal(String),
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Random(io::Error),
+    #[error("{0}")]
+    File(#[from] FileError),
     #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
     NotUtf8(String),
-    /// A command that declines to act, with what to do instead.
-    #[error("{message}")]
-    Refused { message: String, hint: String },
 }
 
 impl StoreError {
@@ -100,105 +108,29 @@ impl StoreError {
                 "check that the key matches this store ($ENVRUN_KEY, $ENVRUN_KEY_FILE, key_file:); if it does, restore the store from a backup".into()
             }
             StoreError::NotUtf8(_) => return None,
-            StoreError::Refused { hint, .. } => hint.clone(),
+            StoreError::Seal(_) => "nothing was written; this is a bug in envrun, please report it".into(),
+            StoreError::Random(_) => {
+                "the kernel's random source (getrandom) failed; nothing was written".into()
+            }
             StoreError::Read { .. } | StoreError::Write { .. } => {
                 "check the path and its permissions".into()
             }
+            StoreError::File(e) => return e.hint(),
         })
-    }
-}
-
-/// A 256-bit store key, wiped on drop.
-pub struct Key(SecretBox<[u8; KEY_LEN]>);
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key([REDACTED])")
-    }
-}
-
-impl Key {
-    /// A new random key from the OS RNG.
-    pub fn generate() -> io::Result<Key> {
-        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
-        getrandom::fill(&mut *secrecy::ExposeSecretMut::expose_secret_mut(&mut key))
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Key(key))
-    }
-
-    /// Parses base64 text (surrounding whitespace ignored). `what` names the source in errors.
-    pub fn from_base64(text: &[u8], what: &str) -> Result<Key, StoreError> {
-        let bad = || StoreError::BadKey {
-            what: what.to_owned(),
-        };
-        let text = text.trim_ascii();
-        // Decode into a buffer one block larger than the key so an over-long key is caught.
-        let mut buf = Zeroizing::new([0u8; KEY_LEN + 3]);
-        let n = B64.decode_slice(text, &mut buf[..]).map_err(|_| bad())?;
-        if n != KEY_LEN {
-            return Err(bad());
-        }
-        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
-        secrecy::ExposeSecretMut::expose_secret_mut(&mut key).copy_from_slice(&buf[..KEY_LEN]);
-        Ok(Key(key))
-    }
-
-    /// Reads a key file, refusing one that group or others can access.
-    pub fn load(path: &Path) -> Result<Key, StoreError> {
-        let mut file = File::open(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::KeyMissing(path.to_owned()),
-            _ => StoreError::Read {
-                path: path.to_owned(),
-                source: e,
-            },
-        })?;
-        check_private(&file, path)?;
-        let mut text = Zeroizing::new(Vec::with_capacity(128));
-        (&mut file)
-            .take(4096)
-            .read_to_end(&mut text)
-            .map_err(|e| StoreError::Read {
-                path: path.to_owned(),
-                source: e,
-            })?;
-        Key::from_base64(&text, &format!("key file {}", path.display()))
-    }
-
-    /// The key as base64 text, for writing a key file.
-    pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(B64.encode(self.0.expose_secret()))
-    }
-
-    /// Writes a new key file (0600) atomically; fails if one exists.
-    pub fn create_file(&self, path: &Path) -> Result<(), StoreError> {
-        self.write_file(path, Replace::NoClobber)
-    }
-
-    /// Writes the key to `path` (0600) through a temp file, so a crash leaves either no file
-    /// (or the previous one) or the whole key, never a partial key.
-    pub fn write_file(&self, path: &Path, mode: Replace) -> Result<(), StoreError> {
-        let mut line = Zeroizing::new(String::with_capacity(KEY_LEN * 2));
-        line.push_str(&self.to_base64());
-        line.push('\n');
-        replace_file(path, line.as_bytes(), mode)
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.expose_secret().into())
     }
 }
 
 /// Refuses a file that group or others can read or write.
 pub fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
-    let mode = file
-        .metadata()
-        .map_err(|e| StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        })?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let meta = file.metadata().map_err(|e| StoreError::Read {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    check_mode(meta.permissions().mode(), path)
+}
+
+fn check_mode(mode: u32, path: &Path) -> Result<(), StoreError> {
+    let mode = mode & 0o7777;
     if mode & 0o077 != 0 {
         return Err(StoreError::Permissions {
             path: path.to_owned(),
@@ -219,22 +151,29 @@ pub fn read(path: &Path, key: &Key) -> Result<Contents, StoreError> {
     open(&read_raw(path)?, key, path)
 }
 
+/// Largest store envrun reads: far above any real one, low enough that a wrong path (a
+/// device, a huge file) fails at once instead of filling memory.
+pub const MAX_STORE: u64 = 64 << 20;
+
 /// Reads the sealed bytes of the store at `path`, refusing a file others can access.
 pub fn read_raw(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let mut file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::StoreMissing(path.to_owned()),
-        _ => StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        },
+    read_private(path, MAX_STORE, |p| StoreError::StoreMissing(p.to_owned())).map(|z| z.to_vec())
+}
+
+/// Reads a private file (the store, a key file) of at most `limit` bytes: a regular file
+/// ([`fileio::read_regular`]) that group and others cannot access. `missing` is the error
+/// for a file that does not exist.
+fn read_private(
+    path: &Path,
+    limit: u64,
+    missing: impl Fn(&Path) -> StoreError,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let (file, meta) = fileio::open_regular(path, Follow::Yes).map_err(|e| match e {
+        FileError::NotFound(_) => missing(path),
+        e => StoreError::File(e),
     })?;
-    check_private(&file, path)?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(|e| StoreError::Read {
-        path: path.to_owned(),
-        source: e,
-    })?;
-    Ok(data)
+    check_mode(meta.permissions().mode(), path)?;
+    Ok(fileio::read_capped(file, &meta, path, limit)?)
 }
 
 /// Decrypts store bytes; `path` is only used in error messages.
@@ -279,10 +218,13 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
     let map: BTreeMap<&str, &str> = entries.into_iter().collect();
     // Size the buffer exactly before filling it: a growing Vec leaves unwiped copies.
     let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    let encode = |e: serde_json::Error| {
+        StoreError::Seal(format!("JSON encoding failed ({:?})", e.classify()))
+    };
+    serde_json::to_writer(&mut counter, &map).map_err(encode)?;
     let total = HEADER_LEN + NONCE_LEN + counter.0 + TAG_LEN;
     let mut plain = Zeroizing::new(Vec::with_capacity(counter.0 + TAG_LEN));
-    serde_json::to_writer(&mut *plain, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    serde_json::to_writer(&mut *plain, &map).map_err(encode)?;
 
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
@@ -291,16 +233,13 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
     // The nonce MUST be unique for every message under one key: 96 fresh random bits per
     // write keep the collision chance negligible for any realistic number of writes.
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| StoreError::Write {
-        path: PathBuf::from("<random>"),
-        source: io::Error::other(e.to_string()),
-    })?;
+    getrandom::fill(&mut nonce).map_err(|e| StoreError::Random(io::Error::other(e.to_string())))?;
     out.extend_from_slice(&nonce);
     let nonce = Nonce::from(nonce);
     let header = out[..HEADER_LEN].to_vec();
     key.cipher()
         .encrypt_in_place(&nonce, &header, &mut *plain)
-        .map_err(|_| StoreError::Content(PathBuf::new()))?;
+        .map_err(|_| StoreError::Seal(String::from("AES-GCM refused the message")))?;
     out.extend_from_slice(&plain);
     Ok(out)
 }
@@ -310,13 +249,16 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 /// Takes the writer lock for `store` (`STORE.lock`, created 0600, never renamed).
 pub fn lock(store: &Path) -> Result<Lock, StoreError> {
-    let path = sibling(store, "", ".lock");
+    let path = lock_path(store);
+    // O_NOFOLLOW: a symlink planted as the lock file must not make envrun create or open
+    // a file elsewhere.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| StoreError::Write {
             path: path.clone(),
@@ -338,95 +280,25 @@ pub fn write(store: &Path, key: &Key, contents: &Contents, lock: &Lock) -> Resul
 
 /// Replaces the store atomically with already sealed bytes (a verified backup).
 pub fn write_sealed(store: &Path, sealed: &[u8], _lock: &Lock) -> Result<(), StoreError> {
-    remove_stale_temps(store);
+    fileio::remove_stale_temps(store);
     replace_file(store, sealed, Replace::Overwrite)
 }
 
-/// Whether [`replace_file`] may replace an existing file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replace {
-    Overwrite,
-    /// Fail with `AlreadyExists` if the target exists (the check and the creation are one
-    /// atomic step: a hard link, which never replaces).
-    NoClobber,
-}
-
-/// Writes `bytes` to `path` so that at every instant `path` is either absent, the old file
-/// or the complete new one: `.NAME.tmp.PID` beside it (0600), fsync, rename (or link) over
-/// `path`, fsync the directory. Callers that may race hold [`lock`].
+/// Replaces `path` atomically with `bytes` ([`fileio::replace_file`]).
 pub fn replace_file(path: &Path, bytes: &[u8], mode: Replace) -> Result<(), StoreError> {
-    let tmp = sibling(path, ".", &format!(".tmp.{}", std::process::id()));
-    let werr = |p: &Path| {
-        let p = p.to_owned();
-        move |e| StoreError::Write { path: p, source: e }
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(werr(&tmp))?;
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| match mode {
-            Replace::Overwrite => fs::rename(&tmp, path),
-            Replace::NoClobber => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
-        });
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(werr(path)(e));
-    }
-    sync_dir(path).map_err(werr(path))
+    fileio::replace_file(path, bytes, mode).map_err(StoreError::from)
 }
 
 /// Removes `path` and makes the removal durable.
 pub fn remove_file(path: &Path) -> Result<(), StoreError> {
-    let werr = |e| StoreError::Write {
-        path: path.to_owned(),
-        source: e,
-    };
-    fs::remove_file(path).map_err(werr)?;
-    sync_dir(path).map_err(werr)
+    fileio::remove_file(path).map_err(StoreError::from)
 }
 
-/// Removes temp files of `path` left by writers that were killed; safe because we hold the
-/// lock, so no other writer is running.
-pub fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (parent(path), path.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.tmp.", name.to_string_lossy());
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-fn parent(path: &Path) -> Option<&Path> {
-    match path.parent() {
-        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
-        other => other,
-    }
-}
-
-fn sibling(store: &Path, prefix: &str, suffix: &str) -> PathBuf {
-    let name = store
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    store.with_file_name(format!("{prefix}{name}{suffix}"))
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    match parent(path) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
+/// `STORE` -> `STORE.lock`.
+pub fn lock_path(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    store.with_file_name(name)
 }
 
 /// Deserializes a JSON string straight into a [`Secret`], without an intermediate `String`.

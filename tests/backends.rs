@@ -549,7 +549,7 @@ fn files_that_are_not_regular_are_refused_without_hanging() {
     .unwrap();
     t.run(&["--", "true"])
         .status(125)
-        .stderr_has("secrets/TOKEN is not a regular file");
+        .stderr_has("secrets/TOKEN is a FIFO, not a regular file");
 }
 
 /// The Docker example's manifest, with `/run/secrets` laid out the way its compose file

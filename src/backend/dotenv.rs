@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Backend, BackendError, Context, Found, Lookup, LookupResult};
-use crate::secret::Secret;
+use crate::fileio::{self, FileError, Follow};
+use crate::secret::{MAX_VALUE, Secret};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,27 +85,35 @@ impl Backend for Dotenv {
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError> {
         let mut vars: BTreeMap<String, Secret> = BTreeMap::new();
         for (path, required) in &self.files {
-            let file = match std::fs::File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+            let data = match fileio::read_regular(path, MAX_VALUE, Follow::Yes) {
+                Ok((_, data)) => data,
+                Err(FileError::NotFound(_)) if !required => continue,
+                Err(e @ FileError::NotFound(_)) => {
+                    return Err(BackendError::new(e.to_string()).with_hint(
+                        "create the file, or list it as `{ path: ..., required: false }` under `files:`",
+                    ));
+                }
                 Err(e) => {
-                    let err = BackendError::new(format!("cannot read {}: {e}", path.display()));
-                    return Err(if e.kind() == std::io::ErrorKind::NotFound {
-                        err.with_hint(
-                            "create the file, or list it as `{ path: ..., required: false }` under `files:`",
-                        )
-                    } else {
-                        err
+                    let hint = e.hint();
+                    let err = BackendError::new(e.to_string());
+                    return Err(match hint {
+                        Some(h) => err.with_hint(h),
+                        None => err,
                     });
                 }
             };
             // Later files win: each entry replaces what an earlier file said.
-            vars.extend(parse(file, path)?);
+            vars.extend(parse(data.as_slice(), path)?);
         }
         Ok(lookups
             .iter()
             .map(|l| Ok(vars.get(&l.key).cloned().map(Found::Value)))
             .collect())
+    }
+
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        let file = self.files.last().map(|(p, _)| p.display().to_string())?;
+        Some(format!("add a line `{}=...` to {file}", lookup.key))
     }
 
     fn looked_for(&self, _lookup: &Lookup) -> Option<String> {

@@ -17,6 +17,9 @@
 //!   ([`Backend::consumed_env`]); they are not passed on to the command.
 //! - A backend that honours tenants (see [`tenant`]) reports the tenant ([`Backend::tenant`]);
 //!   every message about that backend names it.
+//! - A backend never prints: what it wants to tell the user without failing (a secret file
+//!   other users can read) it hands back from [`Backend::warnings`], and the caller decides
+//!   how to show it. So backends sit below `ui` and `error`, and the imports only point down.
 //!
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
@@ -167,25 +170,32 @@ impl From<Secret> for Found {
 
 impl Found {
     /// Applies `#field` (or its absence). Errors list field names, never values.
-    pub fn select(&self, backend: &dyn Backend, field: Option<&str>) -> Result<Secret, String> {
+    pub fn select(
+        &self,
+        backend: &dyn Backend,
+        field: Option<&str>,
+    ) -> Result<Secret, BackendError> {
         match (self, field) {
             (Found::Value(v), None) => Ok(v.clone()),
             (Found::Value(v), Some(f)) => backend.field(v, f),
-            (Found::Fields(map), Some(f)) => map
-                .get(f)
-                .cloned()
-                .ok_or_else(|| format!("no field `{f}` (fields: {})", names(map))),
+            (Found::Fields(map), Some(f)) => map.get(f).cloned().ok_or_else(|| no_field(f, map)),
             (Found::Fields(map), None) => match map.values().next() {
                 Some(only) if map.len() == 1 && backend.one_field_is_the_value() => {
                     Ok(only.clone())
                 }
-                _ => Err(format!(
+                _ => Err(BackendError::new(format!(
                     "holds several fields, pick one with `#FIELD` (fields: {})",
                     names(map)
-                )),
+                ))
+                .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
             },
         }
     }
+}
+
+fn no_field(field: &str, map: &BTreeMap<String, Secret>) -> BackendError {
+    BackendError::new(format!("no field `{field}` (fields: {})", names(map)))
+        .with_hint("use one of the field names listed, after `#` in the reference")
 }
 
 fn names(map: &BTreeMap<String, Secret>) -> String {
@@ -223,7 +233,7 @@ pub trait Backend: Send + Sync {
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError>;
 
     /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
-    fn field(&self, value: &Secret, field: &str) -> Result<Secret, String> {
+    fn field(&self, value: &Secret, field: &str) -> Result<Secret, BackendError> {
         json_field(value, field)
     }
 
@@ -244,10 +254,21 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// What to try when `lookup` was not found: the next step for this backend.
+    fn not_found_hint(&self, _lookup: &Lookup) -> Option<String> {
+        None
+    }
+
     /// The variables of envrun's own environment that serving `lookups` reads. They are
     /// removed from the command's environment unless the manifest sets the same name, so a
     /// secret does not reach the command a second time under its raw name.
     fn consumed_env(&self, _lookups: &[Lookup]) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Warnings collected by [`Backend::fetch`] (names and paths only, never values), taken
+    /// out once by the resolver, which reports them.
+    fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -363,16 +384,19 @@ impl BackendConfig {
 
 /// Selects a field of a JSON-object value: strings as they are, other JSON as its text.
 /// Every string of the parsed document is wiped before it is freed.
-pub fn json_field(value: &Secret, field: &str) -> Result<Secret, String> {
-    let not_object = || format!("field `{field}` asked for, but the value is not a JSON object");
+pub fn json_field(value: &Secret, field: &str) -> Result<Secret, BackendError> {
+    let not_object = || {
+        BackendError::new(format!(
+            "field `{field}` asked for, but the value is not a JSON object"
+        ))
+        .with_hint("drop `#field` to use the whole value, or store the value as a JSON object")
+    };
     let mut doc: serde_json::Value =
         serde_json::from_slice(value.expose()).map_err(|_| not_object())?;
     let fields = json_fields(&mut doc);
     wipe(&mut doc);
     let mut fields = fields.ok_or_else(not_object)?;
-    fields
-        .remove(field)
-        .ok_or_else(|| format!("no field `{field}` (fields: {})", names(&fields)))
+    fields.remove(field).ok_or_else(|| no_field(field, &fields))
 }
 
 /// The fields of a JSON object: strings as they are, other JSON as its text.
@@ -421,9 +445,9 @@ mod tests {
             found.select(&backend, Some("user")).unwrap().expose(),
             b"app"
         );
-        let missing = found.select(&backend, Some("pass")).unwrap_err();
+        let missing = found.select(&backend, Some("pass")).unwrap_err().message;
         assert_eq!(missing, "no field `pass` (fields: password, user)");
-        let whole = found.select(&backend, None).unwrap_err();
+        let whole = found.select(&backend, None).unwrap_err().message;
         assert!(whole.contains("(fields: password, user)"), "{whole}");
         let value = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
         assert_eq!(value.select(&backend, Some("a")).unwrap().expose(), b"b");
@@ -440,10 +464,15 @@ mod tests {
         ));
         assert_eq!(json_field(&v, "password").unwrap().expose(), b"hunter22");
         assert_eq!(json_field(&v, "port").unwrap().expose(), b"5432");
-        let err = json_field(&v, "nope").unwrap_err();
+        let err = json_field(&v, "nope").unwrap_err().message;
         assert_eq!(err, "no field `nope` (fields: password, port, user)");
         assert!(!err.contains("hunter22"));
         let plain = Secret::from(String::from("hunter22"));
-        assert!(!json_field(&plain, "x").unwrap_err().contains("hunter22"));
+        assert!(
+            !json_field(&plain, "x")
+                .unwrap_err()
+                .message
+                .contains("hunter22")
+        );
     }
 }

@@ -78,8 +78,12 @@ impl Client {
             .user_agent(concat!("envrun/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(super::CONCURRENCY);
         if let Some(path) = tls.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| config(format!("cannot read ca_cert {}: {e}", path.display())))?;
+            let (_, pem) = crate::fileio::read_regular(
+                path,
+                crate::secret::MAX_VALUE,
+                crate::fileio::Follow::Yes,
+            )
+            .map_err(|e| config(format!("ca_cert: {e}")))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .ok()
                 .filter(|c| !c.is_empty())

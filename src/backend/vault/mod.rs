@@ -32,6 +32,8 @@ use self::client::{Client, Reply, Request, Tls};
 use super::{
     Backend, BackendError, Context, ErrorKind, Found, Lookup, LookupResult, json_fields, net, wipe,
 };
+use crate::fileio::{self, Follow};
+use crate::secret::MAX_VALUE;
 
 /// How many reads are in flight at once.
 pub const CONCURRENCY: usize = 16;
@@ -160,8 +162,9 @@ impl Credential {
                 .into_encoded_bytes(),
             Credential::File(path) => {
                 let full = base_dir.join(path);
-                std::fs::read(&full)
-                    .map_err(|e| config(format!("{what}: cannot read {}: {e}", full.display())))?
+                let (_, data) = fileio::read_regular(&full, MAX_VALUE, Follow::Yes)
+                    .map_err(|e| config(format!("{what}: {e}")))?;
+                data.to_vec()
             }
         };
         crate::secret::trim_one_newline(&mut bytes);
@@ -261,6 +264,8 @@ pub struct Vault {
     tenant: Option<String>,
     base_dir: PathBuf,
     deadline: Instant,
+    /// The `tls_skip_verify` warning, handed to the resolver ([`Backend::warnings`]).
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// The first non-empty variable of `names` in envrun's environment, with its name.
@@ -319,8 +324,9 @@ impl Vault {
                 ),
             },
         };
+        let mut warnings = Vec::new();
         if config.tls_skip_verify {
-            crate::ui::warn(&format!(
+            warnings.push(format!(
                 "vault at {address}: tls_skip_verify is on: the server's certificate is NOT checked, so anyone on the network path can impersonate it and read the token and every secret; set `ca_cert:` instead"
             ));
         }
@@ -339,6 +345,7 @@ impl Vault {
             tenant: ctx.tenant.clone(),
             base_dir: ctx.base_dir.clone(),
             deadline: ctx.deadline,
+            warnings: std::sync::Mutex::new(warnings),
         })
     }
 
@@ -803,6 +810,19 @@ impl Backend for Vault {
             .map(|v| format!(" (version {v})"))
             .unwrap_or_default();
         Some(format!("{}{version}", paths.join(", then ")))
+    }
+
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        Some(format!(
+            "check the path and `mount:` ({}); list what is there with `bao kv list -mount={} {}`",
+            self.mount,
+            self.mount,
+            lookup.key.rsplit_once('/').map_or("", |(dir, _)| dir)
+        ))
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn consumed_env(&self, _lookups: &[Lookup]) -> Vec<String> {

@@ -64,12 +64,13 @@ pub fn read_hidden(prompt: &str, max: usize) -> Result<Secret, Error> {
     let _ = tty.write_all(b"\n");
     drop(guard);
     match outcome {
-        Outcome::Done if value.len() > max => Err(Error::Usage(format!(
-            "the value is larger than {max} bytes"
-        ))),
-        Outcome::Done if value.is_empty() => Err(Error::Usage("no value entered".into())),
+        Outcome::Done if value.len() > max => Err(Error::invalid(
+            format!("the value is larger than {max} bytes"),
+            "pipe a shorter value on stdin, or use `file:` in the manifest",
+        )),
+        Outcome::Done if value.is_empty() => Err(no_value()),
         Outcome::Done => Ok(Secret::from_slice(&value)),
-        Outcome::Eof => Err(Error::Usage("no value entered".into())),
+        Outcome::Eof => Err(no_value()),
         Outcome::Signal(signal) => {
             drop(value);
             // The terminal is restored and the signals unblocked: die the way the user asked.
@@ -77,6 +78,13 @@ pub fn read_hidden(prompt: &str, max: usize) -> Result<Secret, Error> {
             std::process::exit(128 + signal as i32)
         }
     }
+}
+
+fn no_value() -> Error {
+    Error::invalid(
+        "no value entered; nothing was stored",
+        "type the value and press Enter, or pipe it on stdin",
+    )
 }
 
 enum Outcome {
