@@ -587,6 +587,37 @@ path "billing/sys/internal/ui/mounts/*" { capabilities = ["read"] }"#;
     run(&t, &["--no-mask"], "echo $K")
         .status(0)
         .stdout("in-namespace\n");
+
+    // `auth_namespace: ""`: AppRole in the root namespace.
+    let policy = r#"path "team/billing/kv/data/*" { capabilities = ["read"] }"#;
+    bao.api(
+        "PUT",
+        "sys/policies/acl/billing-read",
+        &serde_json::json!({ "policy": policy }).to_string(),
+    );
+    bao.api("POST", "sys/auth/approle", r#"{"type":"approle"}"#);
+    bao.api(
+        "POST",
+        "auth/approle/role/ci",
+        r#"{"token_policies":["billing-read"]}"#,
+    );
+    let role_id = bao.api("GET", "auth/approle/role/ci/role-id", "")["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = bao.api("POST", "auth/approle/role/ci/secret-id", "{}")["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = vault_test(
+        &backend.replace("auth_namespace: team", "auth_namespace: \"\""),
+        "  K: secret:app#k\n",
+    )
+    .env("ROLE_ID", &role_id)
+    .env("SECRET_ID", &secret_id);
+    run(&t, &["--no-mask"], "echo $K")
+        .status(0)
+        .stdout("in-namespace\n");
 }
 
 #[test]
@@ -762,4 +793,33 @@ fn a_stopped_or_hung_server_fails_by_the_deadline() {
         );
         assert!(err.contains("check the token"), "{what}: {err}");
     }
+}
+
+/// `examples/vault/envrun.yaml`, seeded as its comment says.
+#[test]
+fn the_example_manifest_works_against_a_dev_server() {
+    let bao = Bao::start();
+    bao.put(
+        "secret",
+        "apps/billing",
+        serde_json::json!({ "user": "billing-app", "password": "s3cr3t-pw" }),
+    );
+    bao.put(
+        "secret",
+        "apps/api",
+        serde_json::json!({ "key": "k-0123456789" }),
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/vault/envrun.yaml");
+    let t = vault_test("", "")
+        .env("VAULT_ADDR", bao.url())
+        .env("VAULT_TOKEN", ROOT);
+    run(
+        &t,
+        &["--no-mask", "-m", example.to_str().unwrap()],
+        r#"echo "$DB_USER $DB_PASSWORD $API_KEY $DATABASE_URL""#,
+    )
+    .status(0)
+    .stdout(
+        "billing-app s3cr3t-pw k-0123456789 postgres://billing-app:s3cr3t-pw@db:5432/billing\n",
+    );
 }

@@ -480,7 +480,12 @@ impl Vault {
                 what: &what,
                 path: &path,
                 query: &[],
-                namespace: self.auth_namespace.as_deref().or(self.namespace.as_deref()),
+                // `auth_namespace: ""` is the root namespace: no header at all.
+                namespace: match self.auth_namespace.as_deref() {
+                    Some("") => None,
+                    Some(ns) => Some(ns),
+                    None => self.namespace.as_deref(),
+                },
                 token: None,
                 body: Some(bytes),
             })
