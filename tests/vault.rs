@@ -823,3 +823,33 @@ fn the_example_manifest_works_against_a_dev_server() {
         "billing-app s3cr3t-pw k-0123456789 postgres://billing-app:s3cr3t-pw@db:5432/billing\n",
     );
 }
+
+/// `envrun check` learns a KV v2 value's age from its `created_time` (for `rotation:`).
+#[test]
+fn check_reports_when_a_kv2_value_was_written() {
+    let bao = Bao::start();
+    let written = bao.api(
+        "POST",
+        "secret/data/aged",
+        r#"{"data":{"token":"Zq8v-Lr2m-Wd5k-Pj7x-Tn3c"}}"#,
+    )["data"]["created_time"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = vault_test(
+        &format!("  type: vault\n  address: {}\n", bao.url()),
+        "  API_TOKEN: secret:aged#token\n",
+    )
+    .env("VAULT_TOKEN", ROOT);
+    let done = t.run(&["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&done.stdout_str())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", done.stdout_str(), done.stderr_str()));
+    let updated = report["variables"][0]["updated"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        updated.get(..19),
+        written.get(..19),
+        "{report:#}\nwritten {written}"
+    );
+}

@@ -701,9 +701,14 @@ impl Reader<'_> {
             "/data"
         };
         let fields = doc.pointer_mut(pointer).and_then(json_fields);
+        // KV v2 says when this version was written (for `rotation:`); KV v1 keeps no time.
+        let created = doc
+            .pointer("/data/metadata/created_time")
+            .and_then(serde_json::Value::as_str)
+            .and_then(super::parse_time);
         wipe(&mut doc);
         fields
-            .map(Found::Fields)
+            .map(|f| Found::Fields(f).updated_opt(created))
             .ok_or_else(|| bad(what, "the answer holds no secret data"))
     }
 
@@ -795,6 +800,10 @@ impl Backend for Vault {
     }
 
     fn one_field_is_the_value(&self) -> bool {
+        true
+    }
+
+    fn reports_age(&self) -> bool {
         true
     }
 
