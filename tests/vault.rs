@@ -227,6 +227,13 @@ fn kv1_mount_found_by_auto_detection_and_by_setting() {
     )
     .env("BAO_TOKEN", ROOT);
     fails(&t, &[]).stderr_has("?version= needs KV version 2, and mount `kv1` is version 1");
+    // A missing path names the v1 API path the mount was found to use.
+    let t = vault_test(
+        &format!("  type: vault\n  address: {}\n  mount: kv1\n", bao.url()),
+        "  T: secret:team/nope#token\n",
+    )
+    .env("BAO_TOKEN", ROOT);
+    fails(&t, &[]).stderr_has("not found in backend `default` (vault): kv1/team/nope");
     // A mount that is not KV.
     let t = vault_test(
         &format!("  type: vault\n  address: {}\n  mount: sys\n", bao.url()),

@@ -266,6 +266,8 @@ pub struct Vault {
     deadline: Instant,
     /// The `tls_skip_verify` warning, handed to the resolver ([`Backend::warnings`]).
     warnings: std::sync::Mutex<Vec<String>>,
+    /// The KV version `kv_version: auto` found, for "not found" messages.
+    detected: std::sync::OnceLock<KvVersion>,
 }
 
 /// The first non-empty variable of `names` in envrun's environment, with its name.
@@ -346,6 +348,7 @@ impl Vault {
             base_dir: ctx.base_dir.clone(),
             deadline: ctx.deadline,
             warnings: std::sync::Mutex::new(warnings),
+            detected: std::sync::OnceLock::new(),
         })
     }
 
@@ -363,6 +366,7 @@ impl Vault {
             KvVersion::Auto => self.detect_kv_version(&client, &token).await?,
             known => known,
         };
+        let _ = self.detected.set(kv);
         let reader = Reader {
             vault: self,
             client: &client,
@@ -808,11 +812,7 @@ impl Backend for Vault {
     }
 
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {
-        let kv = match self.kv_version {
-            KvVersion::V1 => KvVersion::V1,
-            // Auto: the read used the detected version; v2 is by far the common case.
-            _ => KvVersion::V2,
-        };
+        let kv = self.detected.get().copied().unwrap_or(self.kv_version);
         let paths: Vec<String> = self
             .candidates(&lookup.key)
             .iter()
