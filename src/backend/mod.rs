@@ -21,6 +21,8 @@
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod dotenv;
 pub mod env;
 pub mod files;
@@ -271,7 +273,14 @@ pub enum BackendConfig {
     Files(FilesConfig),
     Dotenv(DotenvConfig),
     Vault(Unavailable),
+    #[cfg(feature = "aws")]
+    Aws(aws::AwsConfig),
+    #[cfg(not(feature = "aws"))]
     Aws(Unavailable),
+    #[cfg(feature = "aws")]
+    #[serde(rename = "aws-ssm")]
+    AwsSsm(aws::AwsConfig),
+    #[cfg(not(feature = "aws"))]
     #[serde(rename = "aws-ssm")]
     AwsSsm(Unavailable),
     Gcp(Unavailable),
@@ -331,7 +340,13 @@ impl BackendConfig {
             BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
             BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
             BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
+            #[cfg(feature = "aws")]
+            BackendConfig::Aws(c) => Box::new(aws::SecretsManager::new(c, ctx)),
+            #[cfg(not(feature = "aws"))]
             BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
+            #[cfg(feature = "aws")]
+            BackendConfig::AwsSsm(c) => Box::new(aws::ParameterStore::new(c, ctx)),
+            #[cfg(not(feature = "aws"))]
             BackendConfig::AwsSsm(Unavailable) => {
                 return Err(Unavailable::error("aws-ssm", "aws"));
             }
