@@ -94,8 +94,8 @@ fn aws_test(manifest: &str) -> Test {
     std::fs::create_dir_all(&home).unwrap();
     let t = t
         .env("HOME", &home)
-        .env("AWS_CONFIG_FILE", t.path("home/no-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", t.path("home/no-credentials"))
+        .env("AWS_CONFIG_FILE", home.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
@@ -146,8 +146,9 @@ fn secrets_plain_json_fields_arns_prefix_and_binary() {
     moto.call(
         "secretsmanager",
         "secretsmanager.CreateSecret",
-        // base64 of the bytes 00 01 02 ff 'b' 'i' 'n'
-        json!({"Name": "prod/blob", "SecretBinary": "AAEC/2Jpbg=="}),
+        // base64 of the bytes 01 02 ff 'b' 'i' 'n' c3: not UTF-8 (an environment variable
+        // cannot hold a NUL, which envrun refuses with its own error).
+        json!({"Name": "prod/blob", "SecretBinary": "AQL/Ymluww=="}),
     );
     let m = manifest(
         "aws",
@@ -202,7 +203,7 @@ fn secrets_plain_json_fields_arns_prefix_and_binary() {
             "printf %s \"$BLOB\" | od -An -tx1 | tr -d ' \\n'",
         ])
         .status(0)
-        .stdout("000102ff62696e");
+        .stdout("0102ff62696ec3");
 
     // A field that is not there: the error names the fields, never a value.
     let m = manifest(
