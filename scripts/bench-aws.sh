@@ -33,8 +33,13 @@ if [ ! -e "$venv/.installed-moto_server___5.2.5" ]; then
     touch "$venv/.installed-moto_server___5.2.5"
 fi
 
-cargo build --release --quiet --features aws
-envrun="$PWD/target/release/envrun"
+# ENVRUN_BIN=path uses a binary already built with `--features aws` instead.
+if [ -n "${ENVRUN_BIN:-}" ]; then
+    envrun="$ENVRUN_BIN"
+else
+    cargo build --release --quiet --features aws
+    envrun="$PWD/target/release/envrun"
+fi
 
 tmp=$(mktemp -d)
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -46,7 +51,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 "$venv/bin/python" - "$port" <<'PY'
 import sys, boto3
