@@ -8,12 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::time::SystemTime;
 
 use crate::backend::{Backend, BackendConfig, BackendError, Context, Lookup, LookupResult};
 use crate::error::{Error, Failure};
+use crate::fileio::{self, FileError, Follow};
 use crate::manifest::Manifest;
 use crate::reference::{Part, Reference, SecretRef};
-use crate::secret::{Secret, Value};
+use crate::secret::{MAX_VALUE, Secret, Value};
 
 /// The name the default backend (`secrets:`) goes by in messages.
 pub const DEFAULT_BACKEND: &str = "default";
@@ -34,62 +36,288 @@ pub struct Resolved {
     pub consumed: BTreeSet<String>,
 }
 
-/// Resolves `requests` against the backends of `manifest`.
+/// Resolves `requests` against the backends of `manifest`: every value, or every failure.
+/// What backends warn about ([`Backend::warnings`]) is added to `warnings`, whether or not
+/// resolution succeeds.
 pub fn resolve(
     manifest: &Manifest,
     requests: &[Request],
     ctx: &Context,
+    warnings: &mut Vec<String>,
 ) -> Result<Resolved, Error> {
-    let mut failures = Vec::new();
-    let mut hints = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, &mut hints);
-    if !failures.is_empty() {
-        // Unknown backends or parameters: nothing was fetched.
-        return Err(Error::Resolve { failures, hints });
-    }
+    into_resolved(resolve_each(manifest, requests, ctx, false, warnings))
+}
+
+/// All values of `outcome`, or all its failures.
+pub fn into_resolved(outcome: Outcome) -> Result<Resolved, Error> {
+    let Outcome { vars, consumed } = outcome;
     let mut resolved = Resolved {
-        consumed: fetched.consumed.clone(),
+        consumed,
         ..Resolved::default()
     };
-    for (var, parts) in requests {
-        let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
-        let mut ok = true;
-        for part in parts {
-            match evaluate(part, &fetched, ctx) {
-                Ok(v) => pieces.push(v),
-                Err(Failed {
-                    reference,
-                    reason,
-                    hint,
-                }) => {
-                    failures.push(Failure {
-                        var: var.clone(),
-                        reference,
-                        reason,
-                    });
-                    if let Some(h) = hint.filter(|h| !hints.contains(h)) {
-                        hints.push(h);
-                    }
-                    ok = false;
-                }
+    let mut failures = Vec::new();
+    for var in vars {
+        match var.result {
+            Ok(value) => {
+                resolved
+                    .masks
+                    .extend(var.masks.into_iter().map(|m| (var.name.clone(), m)));
+                resolved.vars.push((var.name, value));
             }
+            Err(f) => failures.extend(f),
         }
-        if !ok {
-            continue;
-        }
-        let value = join(&pieces);
-        for piece in pieces.iter().filter(|p| p.sensitive) {
-            resolved.masks.push((var.clone(), piece.bytes.clone()));
-        }
-        if pieces.len() > 1 && value.sensitive {
-            resolved.masks.push((var.clone(), value.bytes.clone()));
-        }
-        resolved.vars.push((var.clone(), value));
     }
     if failures.is_empty() {
         Ok(resolved)
     } else {
-        Err(Error::Resolve { failures, hints })
+        Err(Error::Resolve { failures })
+    }
+}
+
+/// What resolution found for every variable, failed or not: what [`resolve`] turns into
+/// all values or all failures, and what `envrun check` reports one by one.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One entry per request, in request order.
+    pub vars: Vec<VarOutcome>,
+    /// See [`Resolved::consumed`].
+    pub consumed: BTreeSet<String>,
+}
+
+/// One variable: where its value comes from, and the value or why it failed.
+#[derive(Debug)]
+pub struct VarOutcome {
+    pub name: String,
+    /// Each reference in the value, in order (none for a literal).
+    pub sources: Vec<Source>,
+    pub result: Result<Value, Vec<Failure>>,
+    /// The values to mask for this variable (each secret part, and an interpolated whole).
+    pub masks: Vec<Secret>,
+    /// Whether the value has literal text (a plain value, or references inside a template).
+    pub literal: bool,
+}
+
+impl VarOutcome {
+    /// Where the value comes from, by reference only: `secret:API_KEY`,
+    /// `template with secret:A + env:B`, or `(literal)`. Literal text is never shown: it may be
+    /// a credential pasted into the manifest.
+    pub fn describe(&self) -> String {
+        let refs = self
+            .sources
+            .iter()
+            .map(|s| s.reference.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        match (refs.is_empty(), self.literal) {
+            (true, _) => String::from("(literal)"),
+            (false, false) => refs,
+            (false, true) => format!("template with {refs}"),
+        }
+    }
+}
+
+/// One reference of a variable, by name only: what dry runs, `check` and the audit log show.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The reference as written (`secret@prod:apps/billing#password`, `env:HOME`).
+    pub reference: String,
+    /// `secret`, `file` or `env`.
+    pub kind: &'static str,
+    /// The backend's name for `secret:` (`default` for `secrets:`).
+    pub backend: Option<String>,
+    /// The backend's type (`local`, `vault`, ...), when it was built.
+    pub backend_kind: Option<&'static str>,
+    /// The key (`secret:`), path (`file:`) or variable (`env:`).
+    pub key: String,
+    /// When the value was last changed, as far as the backend knows.
+    pub age: Age,
+}
+
+/// What is known about when a value was last changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// The backend recorded this time.
+    At(SystemTime),
+    /// The backend records times, but has none for this value (a store entry written
+    /// before envrun recorded them, a Vault KV v1 secret).
+    NotRecorded,
+    /// The backend keeps no change times ([`Backend::reports_age`] is false), or the
+    /// value came from envrun's environment (`env:`). A `file:` value's age is the file's
+    /// modification time.
+    NotKept,
+    /// The value was not found, so it has no age.
+    Unknown,
+}
+
+impl Source {
+    fn of(reference: &Reference) -> Source {
+        let (kind, backend, key) = match reference {
+            Reference::Secret(r) => ("secret", Some(backend_name(r).to_owned()), r.key.clone()),
+            Reference::Env(v) => ("env", None, v.clone()),
+            Reference::File(p) => ("file", None, p.clone()),
+        };
+        Source {
+            reference: reference.to_string(),
+            kind,
+            backend,
+            backend_kind: None,
+            key,
+            age: Age::NotKept,
+        }
+    }
+}
+
+/// Resolves every request and reports each one, failed or not. With `fetch_all`, backends
+/// are asked for the keys of every valid reference even when another reference names an
+/// unknown backend or parameter (`check` wants every finding); a run stops before fetching.
+///
+/// What backends warn about ([`Backend::warnings`]) is added to `warnings`.
+pub fn resolve_each(
+    manifest: &Manifest,
+    requests: &[Request],
+    ctx: &Context,
+    fetch_all: bool,
+    warnings: &mut Vec<String>,
+) -> Outcome {
+    let mut failures = Vec::new();
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, fetch_all);
+    warnings.extend(fetched.backends.values().flat_map(|b| b.warnings()));
+    // A run stops before fetching when a reference names an unknown backend or parameter:
+    // only those failures are reported, and no other variable is evaluated.
+    let stopped = !failures.is_empty() && !fetch_all;
+    let mut outcome = Outcome {
+        consumed: fetched.consumed.clone(),
+        ..Outcome::default()
+    };
+    for (var, parts) in requests {
+        let mut sources = Vec::new();
+        let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
+        // Unknown backends or parameters, found before anything was fetched.
+        let mut failed: Vec<Failure> = failures
+            .iter()
+            .filter(|f: &&Failure| f.var == *var)
+            .map(|f| Failure {
+                var: f.var.clone(),
+                reference: f.reference.clone(),
+                reason: f.reason.clone(),
+                hint: f.hint.clone(),
+            })
+            .collect();
+        if stopped {
+            outcome.vars.push(VarOutcome {
+                literal: has_literal(parts),
+                name: var.clone(),
+                sources: parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Ref(r) => Some(Source::of(r)),
+                        Part::Literal(_) => None,
+                    })
+                    .collect(),
+                result: Err(failed),
+                masks: Vec::new(),
+            });
+            continue;
+        }
+        for part in parts {
+            let Part::Ref(reference) = part else {
+                if let Ok(v) = evaluate(var, part, &fetched, ctx) {
+                    pieces.push(v);
+                }
+                continue;
+            };
+            let mut source = Source::of(reference);
+            if let Reference::Secret(r) = reference
+                && let Some(backend) = fetched.backends.get(backend_name(r))
+            {
+                source.backend_kind = Some(backend.kind());
+            }
+            if !failed.is_empty() && failed.iter().any(|f| f.reference == source.reference) {
+                source.age = Age::Unknown;
+                sources.push(source);
+                continue;
+            }
+            match evaluate(var, part, &fetched, ctx) {
+                Ok(v) => {
+                    source.age = age_of(reference, &fetched, ctx);
+                    pieces.push(v);
+                }
+                Err(failure) => {
+                    source.age = Age::Unknown;
+                    failed.push(failure);
+                }
+            }
+            sources.push(source);
+        }
+        if !failed.is_empty() {
+            outcome.vars.push(VarOutcome {
+                literal: has_literal(parts),
+                name: var.clone(),
+                sources,
+                result: Err(failed),
+                masks: Vec::new(),
+            });
+            continue;
+        }
+        let value = join(&pieces);
+        let mut masks: Vec<Secret> = pieces
+            .iter()
+            .filter(|p| p.sensitive)
+            .map(|p| p.bytes.clone())
+            .collect();
+        if pieces.len() > 1 && value.sensitive {
+            masks.push(value.bytes.clone());
+        }
+        outcome.vars.push(VarOutcome {
+            literal: has_literal(parts),
+            name: var.clone(),
+            sources,
+            result: Ok(value),
+            masks,
+        });
+    }
+    // A failure not tied to one variable (a backend that answered wrongly).
+    for f in failures.into_iter().filter(|f| f.var == "-") {
+        outcome.vars.push(VarOutcome {
+            literal: false,
+            name: f.var.clone(),
+            sources: Vec::new(),
+            result: Err(vec![f]),
+            masks: Vec::new(),
+        });
+    }
+    outcome
+}
+
+fn has_literal(parts: &[Part]) -> bool {
+    parts.iter().any(|p| matches!(p, Part::Literal(_)))
+}
+
+/// The age of a resolved reference: what its backend found, or a file's modification time.
+fn age_of(reference: &Reference, fetched: &Fetched, ctx: &Context) -> Age {
+    let r = match reference {
+        Reference::Secret(r) => r,
+        Reference::File(path) => {
+            return std::fs::metadata(ctx.base_dir.join(path))
+                .and_then(|m| m.modified())
+                .map_or(Age::NotRecorded, Age::At);
+        }
+        Reference::Env(_) => return Age::NotKept,
+    };
+    let name = backend_name(r);
+    let Some(backend) = fetched.backends.get(name) else {
+        return Age::Unknown;
+    };
+    if !backend.reports_age() {
+        return Age::NotKept;
+    }
+    let lookup = Lookup {
+        key: r.key.clone(),
+        params: r.params.clone(),
+    };
+    match fetched.results.get(&(name.to_owned(), lookup)) {
+        Some(Ok(Some(found))) => found.updated().map_or(Age::NotRecorded, Age::At),
+        _ => Age::Unknown,
     }
 }
 
@@ -140,23 +368,27 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
-    hints: &mut Vec<String>,
+    fetch_all: bool,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
     for (var, r) in secret_refs(requests) {
         let name = backend_name(r);
-        let fail = |reason: String| Failure {
+        let fail = |reason: String, hint: String| Failure {
             var: var.to_owned(),
             reference: r.to_string(),
             reason,
+            hint: Some(hint),
         };
         if !backends.contains_key(name) {
             let Some(cfg) = config(manifest, name) else {
-                failures.push(fail(format!(
-                    "no backend named `{name}` in {}",
-                    manifest.describe()
-                )));
+                failures.push(fail(
+                    format!("no backend named `{name}` in {}", manifest.describe()),
+                    format!(
+                        "define it under `backends:` in the manifest, or fix the name after `secret@` (defined: {})",
+                        manifest.backend_names().join(", ")
+                    ),
+                ));
                 continue;
             };
             match cfg.build(ctx) {
@@ -164,10 +396,12 @@ fn fetch_secrets(
                     backends.insert(name.to_owned(), b);
                 }
                 Err(e) => {
-                    failures.push(fail(format!("backend `{name}`: {e}")));
-                    if let Some(h) = e.hint_or_default().filter(|h| !hints.contains(h)) {
-                        hints.push(h);
-                    }
+                    failures.push(Failure {
+                        var: var.to_owned(),
+                        reference: r.to_string(),
+                        reason: format!("backend `{name}`: {e}"),
+                        hint: e.hint_or_default(),
+                    });
                     continue;
                 }
             }
@@ -179,15 +413,18 @@ fn fetch_secrets(
             .find(|(p, _)| !backend.params().contains(&p.as_str()))
         {
             let known = backend.params();
-            failures.push(fail(format!(
-                "backend `{name}` ({}) has no parameter `{p}`{}",
-                backend.kind(),
-                if known.is_empty() {
-                    String::from(" (it takes none)")
-                } else {
-                    format!(" (it takes: {})", known.join(", "))
-                }
-            )));
+            failures.push(fail(
+                format!(
+                    "backend `{name}` ({}) has no parameter `{p}`{}",
+                    backend.kind(),
+                    if known.is_empty() {
+                        String::from(" (it takes none)")
+                    } else {
+                        format!(" (it takes: {})", known.join(", "))
+                    }
+                ),
+                String::from("remove the `?...` part of the reference, or use a parameter listed"),
+            ));
             continue;
         }
         wanted.entry(name.to_owned()).or_default().insert(Lookup {
@@ -198,7 +435,7 @@ fn fetch_secrets(
     let mut results = BTreeMap::new();
     let mut failed = BTreeMap::new();
     let mut consumed = BTreeSet::new();
-    if failures.is_empty() {
+    if failures.is_empty() || fetch_all {
         for (name, lookups) in &wanted {
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));
@@ -242,6 +479,7 @@ fn fetch_secrets(
                     var: String::from("-"),
                     reference: format!("backend `{name}`"),
                     reason: String::from("returned the wrong number of answers (a bug in envrun)"),
+                    hint: Some(String::from("please report this bug")),
                 }),
                 Err(e) => {
                     // Reported once per variable that needed this backend (in `evaluate`), next
@@ -259,15 +497,8 @@ fn fetch_secrets(
     }
 }
 
-/// Why one reference failed, with what to try.
-struct Failed {
-    reference: String,
-    reason: String,
-    hint: Option<String>,
-}
-
-/// Evaluates one part.
-fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failed> {
+/// Evaluates one part of the value of `var`.
+fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failure> {
     let reference = match part {
         Part::Literal(s) => {
             return Ok(Value {
@@ -277,16 +508,14 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
         }
         Part::Ref(r) => r,
     };
-    let fail = |reason: String| Failed {
+    let fail = |reason: String, hint: Option<String>| Failure {
+        var: var.to_owned(),
         reference: reference.to_string(),
         reason,
-        hint: None,
+        hint,
     };
-    let fail_with = |e: &BackendError, label: &str| Failed {
-        reference: reference.to_string(),
-        reason: format!("{label}: {e}"),
-        hint: e.hint_or_default(),
-    };
+    let fail_with =
+        |e: &BackendError, label: &str| fail(format!("{label}: {e}"), e.hint_or_default());
     match reference {
         Reference::Secret(r) => {
             let name = backend_name(r);
@@ -303,19 +532,25 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
                         .looked_for(&lookup)
                         .map(|p| format!(": {p}"))
                         .unwrap_or_default();
-                    return Err(fail(format!("not found in {label}{place}")));
+                    return Err(fail(
+                        format!("not found in {label}{place}"),
+                        backend.not_found_hint(&lookup),
+                    ));
                 }
                 Some(Err(e)) => return Err(fail_with(e, &label)),
                 None => {
                     return Err(match fetched.failed.get(name) {
                         Some(e) => fail_with(e, &label),
-                        None => fail(String::from("was not fetched (a bug in envrun)")),
+                        None => fail(
+                            String::from("was not fetched (a bug in envrun)"),
+                            Some(String::from("please report this bug")),
+                        ),
                     });
                 }
             };
             let bytes = found
                 .select(backend, r.field.as_deref())
-                .map_err(|e| fail(format!("{label}: {e}")))?;
+                .map_err(|e| fail_with(&e, &label))?;
             Ok(Value {
                 bytes,
                 sensitive: true,
@@ -326,15 +561,31 @@ fn evaluate(part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Fail
                 bytes: Secret::from_vec(v.into_vec()),
                 sensitive: false,
             }),
-            None => Err(fail(String::from("not set in envrun's environment"))),
+            None => Err(fail(
+                String::from("not set in envrun's environment"),
+                Some(format!(
+                    "export {var} before running envrun, or remove the `env:` reference"
+                )),
+            )),
         },
         Reference::File(path) => {
             let full = ctx.base_dir.join(path);
-            let mut bytes = std::fs::read(&full)
-                .map_err(|e| fail(format!("cannot read {}: {e}", full.display())))?;
+            let (_, mut bytes) =
+                fileio::read_regular(&full, MAX_VALUE, Follow::Yes).map_err(|e| {
+                    let hint = match e {
+                        FileError::NotFound(_) => {
+                            String::from("`file:` paths are relative to the manifest's directory")
+                        }
+                        FileError::NotRegular { .. } => String::from(
+                            "`file:` reads a regular file; a FIFO, device or directory is refused",
+                        ),
+                        ref e => e.hint().unwrap_or_default(),
+                    };
+                    fail(e.to_string(), Some(hint))
+                })?;
             crate::secret::trim_one_newline(&mut bytes);
             Ok(Value {
-                bytes: Secret::from_vec(bytes),
+                bytes: Secret::from_slice(&bytes),
                 sensitive: true,
             })
         }
@@ -360,10 +611,10 @@ fn join(pieces: &[Value]) -> Value {
 /// Finds references in envrun's inherited environment: only whole `secret:` / `secret@`
 /// values count (`env:` and `file:` are left alone there: `DATABASE_URL=file:./dev.db` is a
 /// common literal).
-pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, Error> {
+pub fn inherited_requests(env: &[(OsString, Secret)]) -> Result<Vec<Request>, Error> {
     let mut out = Vec::new();
     for (name, value) in env {
-        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+        let (Some(name), Ok(value)) = (name.to_str(), std::str::from_utf8(value.expose())) else {
             continue;
         };
         if !(value.starts_with("secret:") || value.starts_with("secret@")) {
@@ -377,8 +628,10 @@ pub fn inherited_requests(env: &[(OsString, OsString)]) -> Result<Vec<Request>, 
                         var: name.to_owned(),
                         reference: String::from("(inherited environment)"),
                         reason: e.to_string(),
+                        hint: Some(format!(
+                            "fix or unset ${name}, or pass --no-inherit-refs to leave such values alone"
+                        )),
                     }],
-                    hints: Vec::new(),
                 });
             }
             None => {}

@@ -10,6 +10,11 @@ use secrecy::{ExposeSecret, SecretSlice};
 use std::fmt;
 use zeroize::Zeroize;
 
+/// Largest value envrun reads from a file (`file:`, the `files` backend) or accepts in
+/// `secrets set`. Linux caps one environment string at 128 KiB anyway; this is far above any
+/// real secret and low enough that a wrong path fails at once.
+pub const MAX_VALUE: u64 = 1 << 20;
+
 /// A byte string that is wiped on drop and never printed.
 #[derive(Clone)]
 pub struct Secret(SecretSlice<u8>);

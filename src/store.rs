@@ -1,50 +1,63 @@
 //! The local encrypted store: `secrets.json.enc` sealed with the key in `secrets.key`.
 //!
-//! File format (version 1):
+//! File format (version 2):
 //!
 //! ```text
 //! offset  size  what
 //! 0       6     magic "ENVRUN"
-//! 6       1     format version (1)
+//! 6       1     format version (2)
 //! 7       1     algorithm (1 = AES-256-GCM)
 //! 8       12    nonce, fresh from the OS RNG on every write
-//! 20      n+16  ciphertext and tag of a JSON object {"NAME": "value", ...}
+//! 20      n+16  ciphertext and tag of the JSON document below
 //! ```
+//!
+//! Version 2 plaintext: `{"secrets": {"NAME": "value", ...}, "updated": {"NAME": SECONDS}}`,
+//! where `updated` holds when each secret was last set (Unix seconds), for `rotation:`
+//! policies and `secrets list --long`. Version 1 plaintext is the `secrets` object alone;
+//! such stores still open (their secrets have no recorded time) and are written back as
+//! version 2 on the next change.
 //!
 //! The 8-byte header is bound as associated data, so changing the version or algorithm
 //! byte fails authentication like any other tampering. The key file holds the 32-byte key
 //! in base64 on one line; `$ENVRUN_KEY` can hold the same text instead.
 //!
 //! Writes are atomic and serialised: a writer takes an exclusive `flock` on `STORE.lock` (a
-//! file that is never renamed), writes `.STORE.tmp.PID`, fsyncs it, renames it over the
-//! store and fsyncs the directory ([`replace_file`]; key files are written the same way).
-//! Temp files left by a killed writer are removed by the next one, which holds the lock.
+//! file that is never renamed), writes `.STORE.tmp.RANDOM` (created exclusively, 0600),
+//! fsyncs it, checks it, renames it over the store and fsyncs the directory
+//! ([`fileio::replace_file`]; key files and backups are written the same way). Temp files
+//! left by a killed writer are removed by the next one, which holds the lock.
 //! Plaintext exists only in memory, in buffers sized before they are filled and wiped after
 //! use.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use aes_gcm::Nonce;
+use aes_gcm::aead::AeadInOut;
 use nix::fcntl::{Flock, FlockArg};
-use secrecy::{ExposeSecret, SecretBox};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::fileio::{self, FileError, Follow};
 use crate::secret::Secret;
 
+pub use crate::fileio::{Replace, remove_stale_temps};
+
+mod key;
+
+pub use key::{KEY_LEN, KEY_VAR, Key, KeySource, Opened, old_key_path, open_with, read_with};
+
 const MAGIC: &[u8; 6] = b"ENVRUN";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The first format: the plaintext is the object of values alone, without set times.
+const VERSION_1: u8 = 1;
 const ALG_AES256GCM: u8 = 1;
 const HEADER_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-pub const KEY_LEN: usize = 32;
 
 /// Default file names, next to the manifest (or in the working directory).
 pub const DEFAULT_STORE: &str = "secrets.json.enc";
@@ -72,11 +85,15 @@ pub enum StoreError {
     Decrypt(PathBuf),
     #[error("store {} decrypted but its content is not a JSON object of strings", .0.display())]
     Content(PathBuf),
+    /// Encoding or encrypting the contents failed (nothing was written).
+    #[error("cannot encrypt the store contents: {0}")]
+    Seal(String),
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Random(io::Error),
+    #[error("{0}")]
+    File(#[from] FileError),
     #[error("value of `{0}` is not UTF-8; the store holds text (base64-encode binary values)")]
     NotUtf8(String),
-    /// A command that declines to act, with what to do instead.
-    #[error("{message}")]
-    Refused { message: String, hint: String },
 }
 
 impl StoreError {
@@ -100,105 +117,29 @@ impl StoreError {
                 "check that the key matches this store ($ENVRUN_KEY, $ENVRUN_KEY_FILE, key_file:); if it does, restore the store from a backup".into()
             }
             StoreError::NotUtf8(_) => return None,
-            StoreError::Refused { hint, .. } => hint.clone(),
+            StoreError::Seal(_) => "nothing was written; this is a bug in envrun, please report it".into(),
+            StoreError::Random(_) => {
+                "the kernel's random source (getrandom) failed; nothing was written".into()
+            }
             StoreError::Read { .. } | StoreError::Write { .. } => {
                 "check the path and its permissions".into()
             }
+            StoreError::File(e) => return e.hint(),
         })
-    }
-}
-
-/// A 256-bit store key, wiped on drop.
-pub struct Key(SecretBox<[u8; KEY_LEN]>);
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key([REDACTED])")
-    }
-}
-
-impl Key {
-    /// A new random key from the OS RNG.
-    pub fn generate() -> io::Result<Key> {
-        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
-        getrandom::fill(&mut *secrecy::ExposeSecretMut::expose_secret_mut(&mut key))
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Key(key))
-    }
-
-    /// Parses base64 text (surrounding whitespace ignored). `what` names the source in errors.
-    pub fn from_base64(text: &[u8], what: &str) -> Result<Key, StoreError> {
-        let bad = || StoreError::BadKey {
-            what: what.to_owned(),
-        };
-        let text = text.trim_ascii();
-        // Decode into a buffer one block larger than the key so an over-long key is caught.
-        let mut buf = Zeroizing::new([0u8; KEY_LEN + 3]);
-        let n = B64.decode_slice(text, &mut buf[..]).map_err(|_| bad())?;
-        if n != KEY_LEN {
-            return Err(bad());
-        }
-        let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
-        secrecy::ExposeSecretMut::expose_secret_mut(&mut key).copy_from_slice(&buf[..KEY_LEN]);
-        Ok(Key(key))
-    }
-
-    /// Reads a key file, refusing one that group or others can access.
-    pub fn load(path: &Path) -> Result<Key, StoreError> {
-        let mut file = File::open(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::KeyMissing(path.to_owned()),
-            _ => StoreError::Read {
-                path: path.to_owned(),
-                source: e,
-            },
-        })?;
-        check_private(&file, path)?;
-        let mut text = Zeroizing::new(Vec::with_capacity(128));
-        (&mut file)
-            .take(4096)
-            .read_to_end(&mut text)
-            .map_err(|e| StoreError::Read {
-                path: path.to_owned(),
-                source: e,
-            })?;
-        Key::from_base64(&text, &format!("key file {}", path.display()))
-    }
-
-    /// The key as base64 text, for writing a key file.
-    pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(B64.encode(self.0.expose_secret()))
-    }
-
-    /// Writes a new key file (0600) atomically; fails if one exists.
-    pub fn create_file(&self, path: &Path) -> Result<(), StoreError> {
-        self.write_file(path, Replace::NoClobber)
-    }
-
-    /// Writes the key to `path` (0600) through a temp file, so a crash leaves either no file
-    /// (or the previous one) or the whole key, never a partial key.
-    pub fn write_file(&self, path: &Path, mode: Replace) -> Result<(), StoreError> {
-        let mut line = Zeroizing::new(String::with_capacity(KEY_LEN * 2));
-        line.push_str(&self.to_base64());
-        line.push('\n');
-        replace_file(path, line.as_bytes(), mode)
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.expose_secret().into())
     }
 }
 
 /// Refuses a file that group or others can read or write.
 pub fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
-    let mode = file
-        .metadata()
-        .map_err(|e| StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        })?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let meta = file.metadata().map_err(|e| StoreError::Read {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    check_mode(meta.permissions().mode(), path)
+}
+
+fn check_mode(mode: u32, path: &Path) -> Result<(), StoreError> {
+    let mode = mode & 0o7777;
     if mode & 0o077 != 0 {
         return Err(StoreError::Permissions {
             path: path.to_owned(),
@@ -208,10 +149,43 @@ pub fn check_private(file: &File, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The decrypted content of a store: names and values.
+/// The decrypted content of a store: names and values, and when each was last set.
 #[derive(Debug, Default)]
 pub struct Contents {
     pub secrets: BTreeMap<String, Secret>,
+    /// When each secret was last set. A name may be missing here: a store of format 1 or a
+    /// value imported without a time. Names not in `secrets` are dropped when sealing.
+    pub updated: BTreeMap<String, SystemTime>,
+}
+
+impl Contents {
+    /// Sets `name` to `value`, recording now as its set time; returns the previous value.
+    pub fn set(&mut self, name: &str, value: Secret) -> Option<Secret> {
+        self.updated.insert(name.to_owned(), SystemTime::now());
+        self.secrets.insert(name.to_owned(), value)
+    }
+
+    /// Removes `name` and its set time; returns the value.
+    pub fn remove(&mut self, name: &str) -> Option<Secret> {
+        self.updated.remove(name);
+        self.secrets.remove(name)
+    }
+}
+
+/// The version 2 plaintext, as read.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plain {
+    secrets: BTreeMap<String, SecretField>,
+    #[serde(default)]
+    updated: BTreeMap<String, u64>,
+}
+
+/// The version 2 plaintext, as written.
+#[derive(serde::Serialize)]
+struct PlainOut<'a> {
+    secrets: BTreeMap<&'a str, &'a str>,
+    updated: BTreeMap<&'a str, u64>,
 }
 
 /// Reads and decrypts the store at `path`.
@@ -219,22 +193,29 @@ pub fn read(path: &Path, key: &Key) -> Result<Contents, StoreError> {
     open(&read_raw(path)?, key, path)
 }
 
+/// Largest store envrun reads: far above any real one, low enough that a wrong path (a
+/// device, a huge file) fails at once instead of filling memory.
+pub const MAX_STORE: u64 = 64 << 20;
+
 /// Reads the sealed bytes of the store at `path`, refusing a file others can access.
 pub fn read_raw(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let mut file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::StoreMissing(path.to_owned()),
-        _ => StoreError::Read {
-            path: path.to_owned(),
-            source: e,
-        },
+    read_private(path, MAX_STORE, |p| StoreError::StoreMissing(p.to_owned())).map(|z| z.to_vec())
+}
+
+/// Reads a private file (the store, a key file) of at most `limit` bytes: a regular file
+/// ([`fileio::read_regular`]) that group and others cannot access. `missing` is the error
+/// for a file that does not exist.
+fn read_private(
+    path: &Path,
+    limit: u64,
+    missing: impl Fn(&Path) -> StoreError,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let (file, meta) = fileio::open_regular(path, Follow::Yes).map_err(|e| match e {
+        FileError::NotFound(_) => missing(path),
+        e => StoreError::File(e),
     })?;
-    check_private(&file, path)?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(|e| StoreError::Read {
-        path: path.to_owned(),
-        source: e,
-    })?;
-    Ok(data)
+    check_mode(meta.permissions().mode(), path)?;
+    Ok(fileio::read_capped(file, &meta, path, limit)?)
 }
 
 /// Decrypts store bytes; `path` is only used in error messages.
@@ -258,13 +239,29 @@ pub fn open(data: &[u8], key: &Key, path: &Path) -> Result<Contents, StoreError>
     key.cipher()
         .decrypt_in_place(&nonce, header, &mut *plain)
         .map_err(|_| StoreError::Decrypt(path.to_owned()))?;
-    if data[6] != VERSION || data[7] != ALG_AES256GCM {
+    if !matches!(data[6], VERSION_1 | VERSION) || data[7] != ALG_AES256GCM {
         return Err(StoreError::NotAStore(path.to_owned()));
     }
-    let map: BTreeMap<String, SecretField> =
-        serde_json::from_slice(&plain).map_err(|_| StoreError::Content(path.to_owned()))?;
+    let content = || StoreError::Content(path.to_owned());
+    let (map, times) = if data[6] == VERSION_1 {
+        let map: BTreeMap<String, SecretField> =
+            serde_json::from_slice(&plain).map_err(|_| content())?;
+        (map, BTreeMap::new())
+    } else {
+        let p: Plain = serde_json::from_slice(&plain).map_err(|_| content())?;
+        (p.secrets, p.updated)
+    };
+    let updated = times
+        .into_iter()
+        .filter(|(name, _)| map.contains_key(name))
+        .filter_map(|(name, secs)| {
+            let t = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+            Some((name, t))
+        })
+        .collect();
     Ok(Contents {
         secrets: map.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        updated,
     })
 }
 
@@ -276,13 +273,27 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
             std::str::from_utf8(value.expose()).map_err(|_| StoreError::NotUtf8(name.clone()))?;
         entries.push((name.as_str(), text));
     }
-    let map: BTreeMap<&str, &str> = entries.into_iter().collect();
+    let map = PlainOut {
+        secrets: entries.into_iter().collect(),
+        updated: contents
+            .updated
+            .iter()
+            .filter(|(name, _)| contents.secrets.contains_key(*name))
+            .map(|(name, t)| {
+                let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                (name.as_str(), secs.as_secs())
+            })
+            .collect(),
+    };
     // Size the buffer exactly before filling it: a growing Vec leaves unwiped copies.
     let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    let encode = |e: serde_json::Error| {
+        StoreError::Seal(format!("JSON encoding failed ({:?})", e.classify()))
+    };
+    serde_json::to_writer(&mut counter, &map).map_err(encode)?;
     let total = HEADER_LEN + NONCE_LEN + counter.0 + TAG_LEN;
     let mut plain = Zeroizing::new(Vec::with_capacity(counter.0 + TAG_LEN));
-    serde_json::to_writer(&mut *plain, &map).map_err(|_| StoreError::Content(PathBuf::new()))?;
+    serde_json::to_writer(&mut *plain, &map).map_err(encode)?;
 
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
@@ -291,16 +302,13 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
     // The nonce MUST be unique for every message under one key: 96 fresh random bits per
     // write keep the collision chance negligible for any realistic number of writes.
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|e| StoreError::Write {
-        path: PathBuf::from("<random>"),
-        source: io::Error::other(e.to_string()),
-    })?;
+    getrandom::fill(&mut nonce).map_err(|e| StoreError::Random(io::Error::other(e.to_string())))?;
     out.extend_from_slice(&nonce);
     let nonce = Nonce::from(nonce);
     let header = out[..HEADER_LEN].to_vec();
     key.cipher()
         .encrypt_in_place(&nonce, &header, &mut *plain)
-        .map_err(|_| StoreError::Content(PathBuf::new()))?;
+        .map_err(|_| StoreError::Seal(String::from("AES-GCM refused the message")))?;
     out.extend_from_slice(&plain);
     Ok(out)
 }
@@ -310,13 +318,16 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 /// Takes the writer lock for `store` (`STORE.lock`, created 0600, never renamed).
 pub fn lock(store: &Path) -> Result<Lock, StoreError> {
-    let path = sibling(store, "", ".lock");
+    let path = lock_path(store);
+    // O_NOFOLLOW: a symlink planted as the lock file must not make envrun create or open
+    // a file elsewhere.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| StoreError::Write {
             path: path.clone(),
@@ -338,95 +349,25 @@ pub fn write(store: &Path, key: &Key, contents: &Contents, lock: &Lock) -> Resul
 
 /// Replaces the store atomically with already sealed bytes (a verified backup).
 pub fn write_sealed(store: &Path, sealed: &[u8], _lock: &Lock) -> Result<(), StoreError> {
-    remove_stale_temps(store);
+    fileio::remove_stale_temps(store);
     replace_file(store, sealed, Replace::Overwrite)
 }
 
-/// Whether [`replace_file`] may replace an existing file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replace {
-    Overwrite,
-    /// Fail with `AlreadyExists` if the target exists (the check and the creation are one
-    /// atomic step: a hard link, which never replaces).
-    NoClobber,
-}
-
-/// Writes `bytes` to `path` so that at every instant `path` is either absent, the old file
-/// or the complete new one: `.NAME.tmp.PID` beside it (0600), fsync, rename (or link) over
-/// `path`, fsync the directory. Callers that may race hold [`lock`].
+/// Replaces `path` atomically with `bytes` ([`fileio::replace_file`]).
 pub fn replace_file(path: &Path, bytes: &[u8], mode: Replace) -> Result<(), StoreError> {
-    let tmp = sibling(path, ".", &format!(".tmp.{}", std::process::id()));
-    let werr = |p: &Path| {
-        let p = p.to_owned();
-        move |e| StoreError::Write { path: p, source: e }
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(werr(&tmp))?;
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| match mode {
-            Replace::Overwrite => fs::rename(&tmp, path),
-            Replace::NoClobber => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
-        });
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(werr(path)(e));
-    }
-    sync_dir(path).map_err(werr(path))
+    fileio::replace_file(path, bytes, mode).map_err(StoreError::from)
 }
 
 /// Removes `path` and makes the removal durable.
 pub fn remove_file(path: &Path) -> Result<(), StoreError> {
-    let werr = |e| StoreError::Write {
-        path: path.to_owned(),
-        source: e,
-    };
-    fs::remove_file(path).map_err(werr)?;
-    sync_dir(path).map_err(werr)
+    fileio::remove_file(path).map_err(StoreError::from)
 }
 
-/// Removes temp files of `path` left by writers that were killed; safe because we hold the
-/// lock, so no other writer is running.
-pub fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (parent(path), path.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.tmp.", name.to_string_lossy());
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-fn parent(path: &Path) -> Option<&Path> {
-    match path.parent() {
-        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
-        other => other,
-    }
-}
-
-fn sibling(store: &Path, prefix: &str, suffix: &str) -> PathBuf {
-    let name = store
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    store.with_file_name(format!("{prefix}{name}{suffix}"))
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    match parent(path) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
+/// `STORE` -> `STORE.lock`.
+pub fn lock_path(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    store.with_file_name(name)
 }
 
 /// Deserializes a JSON string straight into a [`Secret`], without an intermediate `String`.
@@ -476,7 +417,54 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), Secret::from_slice(v.as_bytes())))
                 .collect(),
+            updated: BTreeMap::new(),
         }
+    }
+
+    /// Seals `plain` as format 1 did: the object of values alone under version byte 1.
+    fn seal_v1(plain: &[u8], key: &Key) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION_1);
+        out.push(ALG_AES256GCM);
+        let nonce = [7u8; NONCE_LEN];
+        out.extend_from_slice(&nonce);
+        let header = out[..HEADER_LEN].to_vec();
+        let mut buf = plain.to_vec();
+        key.cipher()
+            .encrypt_in_place(&Nonce::from(nonce), &header, &mut buf)
+            .unwrap();
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    #[test]
+    fn format_1_stores_open_without_times_and_are_written_as_format_2() {
+        let key = Key::generate().unwrap();
+        let old = seal_v1(br#"{"A":"one","B":"two"}"#, &key);
+        let mut c = open(&old, &key, Path::new("s")).unwrap();
+        assert_eq!(c.secrets["A"].expose(), b"one");
+        assert!(c.updated.is_empty());
+        c.set("B", Secret::from_slice(b"three"));
+        let new = seal(&c, &key).unwrap();
+        assert_eq!(new[6], VERSION);
+        let back = open(&new, &key, Path::new("s")).unwrap();
+        assert_eq!(back.secrets["B"].expose(), b"three");
+        assert!(back.updated.contains_key("B") && !back.updated.contains_key("A"));
+    }
+
+    #[test]
+    fn set_times_round_trip_to_the_second() {
+        let key = Key::generate().unwrap();
+        let mut c = contents(&[("A", "one")]);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        c.updated.insert("A".into(), t + Duration::from_millis(400));
+        c.updated.insert("GONE".into(), t);
+        let back = open(&seal(&c, &key).unwrap(), &key, Path::new("s")).unwrap();
+        assert_eq!(back.updated.get("A"), Some(&t));
+        assert!(!back.updated.contains_key("GONE"));
+        c.remove("A");
+        assert!(!c.updated.contains_key("A") && c.secrets.is_empty());
     }
 
     #[test]

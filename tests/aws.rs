@@ -32,15 +32,26 @@ impl Moto {
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let server = Server::start("moto", port, cmd, |p| http_get(p, "/moto-api/").is_some());
         let proxy = Proxy::start(port);
-        Moto { server, proxy }
+        let moto = Moto { server, proxy };
+        // moto imports each service on its first request, which can take longer than the
+        // harness's 10 s read timeout on a loaded machine: warm both up with harmless calls.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for (service, target) in [
+            ("secretsmanager", "secretsmanager.ListSecrets"),
+            ("ssm", "AmazonSSM.DescribeParameters"),
+        ] {
+            while moto.try_call(service, target, &json!({})).is_none() {
+                assert!(Instant::now() < deadline, "moto did not answer {target}");
+            }
+        }
+        moto
     }
 
-    /// One call of the JSON protocol, straight to moto (not counted). Panics on an error.
-    fn call(&self, service: &str, target: &str, body: Value) -> Value {
+    fn try_call(&self, service: &str, target: &str, body: &Value) -> Option<(u16, String)> {
         let auth = format!(
             "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
         );
-        let (status, text) = http(
+        http(
             self.server.port,
             "POST",
             "/",
@@ -51,7 +62,13 @@ impl Moto {
             ],
             body.to_string().as_bytes(),
         )
-        .expect("moto answers");
+    }
+
+    /// One call of the JSON protocol, straight to moto (not counted). Panics on an error.
+    fn call(&self, service: &str, target: &str, body: Value) -> Value {
+        let (status, text) = self
+            .try_call(service, target, &body)
+            .unwrap_or_else(|| panic!("moto did not answer {target}"));
         assert_eq!(status, 200, "{target}: {text}");
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }

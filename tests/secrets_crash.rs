@@ -118,6 +118,7 @@ fn fixture() -> (Store, BTreeMap<String, String>) {
             .iter()
             .map(|(k, v)| (k.clone(), Secret::from_slice(v.as_bytes())))
             .collect(),
+        ..Contents::default()
     };
     let lock = store::lock(&s.store()).unwrap();
     store::write(&s.store(), &key, &contents, &lock).unwrap();
@@ -309,11 +310,8 @@ fn sigkill_during_rotate_key_leaves_a_store_one_of_the_two_keys_opens() {
         if killed(status) {
             kills += 1;
         }
-        let opened = envrun::backend::local::open_store(
-            &s.store(),
-            &envrun::backend::local::KeySource::File(s.key()),
-        )
-        .unwrap_or_else(|e| panic!("killed at {name} #{n}: neither key opens the store: {e}"));
+        let opened = envrun::store::read_with(&s.store(), &envrun::store::KeySource::File(s.key()))
+            .unwrap_or_else(|e| panic!("killed at {name} #{n}: neither key opens the store: {e}"));
         let got: BTreeMap<String, String> = opened
             .contents
             .secrets

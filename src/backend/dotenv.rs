@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Backend, BackendError, Context, Found, Lookup, LookupResult};
-use crate::secret::Secret;
+use crate::fileio::{self, FileError, Follow};
+use crate::secret::{MAX_VALUE, Secret};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,16 +41,49 @@ fn default_files() -> Vec<DotenvFile> {
     vec![DotenvFile::Path(PathBuf::from(".env"))]
 }
 
-/// One entry of `files:`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+/// One entry of `files:`: a path, or `{ path: ..., required: false }`.
+#[derive(Clone, Debug)]
 pub enum DotenvFile {
     Path(PathBuf),
-    Entry {
-        path: PathBuf,
-        #[serde(default = "yes")]
-        required: bool,
-    },
+    Entry { path: PathBuf, required: bool },
+}
+
+/// The mapping form of an entry; unknown keys are errors (`requird: false` must not
+/// silently mean required).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    path: PathBuf,
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+// By hand rather than `#[serde(untagged)]`: an untagged enum accepts unknown keys in the
+// mapping form and reports any mistake as "did not match any variant", naming the type.
+impl<'de> Deserialize<'de> for DotenvFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DotenvFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a file path, or `{ path: FILE, required: false }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DotenvFile, E> {
+                Ok(DotenvFile::Path(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DotenvFile, A::Error> {
+                let e = Entry::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(DotenvFile::Entry {
+                    path: e.path,
+                    required: e.required,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn yes() -> bool {
@@ -84,27 +118,35 @@ impl Backend for Dotenv {
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError> {
         let mut vars: BTreeMap<String, Secret> = BTreeMap::new();
         for (path, required) in &self.files {
-            let file = match std::fs::File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+            let data = match fileio::read_regular(path, MAX_VALUE, Follow::Yes) {
+                Ok((_, data)) => data,
+                Err(FileError::NotFound(_)) if !required => continue,
+                Err(e @ FileError::NotFound(_)) => {
+                    return Err(BackendError::new(e.to_string()).with_hint(
+                        "create the file, or list it as `{ path: ..., required: false }` under `files:`",
+                    ));
+                }
                 Err(e) => {
-                    let err = BackendError::new(format!("cannot read {}: {e}", path.display()));
-                    return Err(if e.kind() == std::io::ErrorKind::NotFound {
-                        err.with_hint(
-                            "create the file, or list it as `{ path: ..., required: false }` under `files:`",
-                        )
-                    } else {
-                        err
+                    let hint = e.hint();
+                    let err = BackendError::new(e.to_string());
+                    return Err(match hint {
+                        Some(h) => err.with_hint(h),
+                        None => err,
                     });
                 }
             };
             // Later files win: each entry replaces what an earlier file said.
-            vars.extend(parse(file, path)?);
+            vars.extend(parse(data.as_slice(), path)?);
         }
         Ok(lookups
             .iter()
             .map(|l| Ok(vars.get(&l.key).cloned().map(Found::Value)))
             .collect())
+    }
+
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        let file = self.files.last().map(|(p, _)| p.display().to_string())?;
+        Some(format!("add a line `{}=...` to {file}", lookup.key))
     }
 
     fn looked_for(&self, _lookup: &Lookup) -> Option<String> {

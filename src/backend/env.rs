@@ -96,6 +96,13 @@ impl Backend for Env {
         Some(format!("looked for {}", vars.join(", then ")))
     }
 
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        let var = self.candidates(&lookup.key).pop().unwrap_or_default();
+        Some(format!(
+            "set ${var} in envrun's environment (check `prefix:` in the manifest)"
+        ))
+    }
+
     fn consumed_env(&self, lookups: &[Lookup]) -> Vec<String> {
         lookups
             .iter()

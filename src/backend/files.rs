@@ -13,19 +13,23 @@
 //! `dir/..data -> ..2024_01_01_00_00_00.123/`, which stays inside; a link to `/etc/shadow`
 //! or `../elsewhere` is refused with an error. The resolved path is then opened with
 //! `O_NOFOLLOW` and checked to be a regular file, so a FIFO or device is never read.
-//! A file readable by other users gets one warning naming it.
+//!
+//! A file readable by other users gets one warning naming it, except where that is how the
+//! platform mounts secrets: Docker Compose mounts them 0444 and Kubernetes 0644, under
+//! `/run/secrets` and `/var/run/secrets`, and a warning on every run in every container
+//! would teach people to ignore it. `warn_readable: false` turns the warning off.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::Deserialize;
-use zeroize::Zeroize;
 
 use super::{Backend, BackendError, Context, Found, Lookup, LookupResult, json_fields, wipe};
-use crate::secret::Secret;
+use crate::fileio::{self, FileError, Follow};
+use crate::secret::{MAX_VALUE, Secret};
 
 /// Where Docker (and many Kubernetes manifests) mount secrets.
 pub const DEFAULT_DIR: &str = "/run/secrets";
@@ -35,12 +39,35 @@ pub const DEFAULT_DIR: &str = "/run/secrets";
 pub struct FilesConfig {
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
+    /// Warn about a secret file other users can read (see the module documentation).
+    #[serde(default = "yes")]
+    pub warn_readable: bool,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        FilesConfig { dir: default_dir() }
+        FilesConfig {
+            dir: default_dir(),
+            warn_readable: true,
+        }
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where container platforms mount secrets, with the modes they use there.
+const PLATFORM_DIRS: [&str; 2] = ["/run/secrets", "/var/run/secrets"];
+const PLATFORM_MODES: [u32; 2] = [0o444, 0o644];
+
+/// Whether a world-readable `path` (or the file it resolves to, `real`) is mounted the way
+/// Docker or Kubernetes mounts secrets, which is not worth a warning.
+fn platform_mount(path: &Path, real: &Path, mode: u32) -> bool {
+    PLATFORM_MODES.contains(&(mode & 0o7777))
+        && [path, real]
+            .iter()
+            .any(|p| PLATFORM_DIRS.iter().any(|d| p.starts_with(d)))
 }
 
 fn default_dir() -> PathBuf {
@@ -68,6 +95,9 @@ const SUFFIXES: [(&str, Kind); 5] = [
 pub struct Files {
     dir: PathBuf,
     tenant: Option<String>,
+    warn_readable: bool,
+    /// What [`Backend::warnings`] hands back.
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Files {
@@ -75,7 +105,16 @@ impl Files {
         Files {
             dir: ctx.base_dir.join(&config.dir),
             tenant: ctx.tenant.clone(),
+            warn_readable: config.warn_readable,
+            warnings: Mutex::new(Vec::new()),
         }
+    }
+
+    fn warn(&self, message: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message);
     }
 
     /// The directories searched, in order.
@@ -93,17 +132,22 @@ impl Files {
         for dir in self.dirs() {
             for (suffix, kind) in SUFFIXES {
                 let path = dir.join(format!("{key}{suffix}"));
-                let Some((file, mode)) = self.open_inside(root, &path)? else {
+                let Some((file, meta, real)) = self.open_inside(root, &path)? else {
                     continue;
                 };
-                if mode & 0o004 != 0 && warned.insert(path.clone()) {
-                    crate::ui::warn(&format!(
-                        "{} is readable by other users (mode {:04o}); make it 0400 or 0440",
+                let mode = meta.mode();
+                if self.warn_readable
+                    && mode & 0o004 != 0
+                    && !platform_mount(&path, &real, mode)
+                    && warned.insert(path.clone())
+                {
+                    self.warn(format!(
+                        "{} is readable by other users (mode {:04o}); make it 0400 or 0440, or set `warn_readable: false` if that is intended",
                         path.display(),
                         mode & 0o7777
                     ));
                 }
-                return read(file, &path, kind).map(Some);
+                return read(file, &meta, &path, kind).map(Some);
             }
         }
         Ok(None)
@@ -111,7 +155,11 @@ impl Files {
 
     /// Opens `path` if it exists, is (or leads by symlinks to) a regular file inside `root`.
     /// `Ok(None)`: nothing there, or a directory. Returns the file and its mode.
-    fn open_inside(&self, root: &Path, path: &Path) -> Result<Option<(File, u32)>, BackendError> {
+    fn open_inside(
+        &self,
+        root: &Path,
+        path: &Path,
+    ) -> Result<Option<(File, Metadata, PathBuf)>, BackendError> {
         let real = match std::fs::canonicalize(path) {
             Ok(p) => p,
             // ENOTDIR: a key `a/b` where `a` is a file; nothing there either.
@@ -137,26 +185,27 @@ impl Files {
             ))
             .with_hint("symlinks are followed only while they stay inside the secrets directory"));
         }
-        let cannot =
-            |e: std::io::Error| BackendError::new(format!("cannot read {}: {e}", path.display()));
         // O_NOFOLLOW: `real` had no symlinks a moment ago; refuse one swapped in since.
-        // O_NONBLOCK: opening a FIFO must not hang; its type is checked right after.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&real)
-            .map_err(cannot)?;
-        let meta = file.metadata().map_err(cannot)?;
-        if meta.is_dir() {
-            return Ok(None);
-        }
-        if !meta.is_file() {
-            return Err(BackendError::new(format!(
-                "{} is not a regular file",
+        // Opening does not block (a FIFO must not hang), and only a regular file is read.
+        match fileio::open_regular(&real, Follow::No) {
+            Ok((file, meta)) => Ok(Some((file, meta, real))),
+            Err(FileError::NotRegular {
+                what: "a directory",
+                ..
+            }) => Ok(None),
+            Err(FileError::NotRegular { what, .. }) => Err(BackendError::new(format!(
+                "{} is {what}, not a regular file",
                 path.display()
-            )));
+            ))
+            .with_hint(
+                "a secret file must be a regular file (Docker and Kubernetes mount them so)",
+            )),
+            Err(e) => Err(BackendError::new(format!(
+                "cannot read {}: {}",
+                path.display(),
+                e
+            ))),
         }
-        Ok(Some((file, meta.mode())))
     }
 }
 
@@ -176,30 +225,25 @@ fn check_key(key: &str) -> Result<(), BackendError> {
 }
 
 /// Reads a found file according to its kind.
-fn read(mut file: File, path: &Path, kind: Kind) -> Result<Found, BackendError> {
-    let cannot =
-        |e: std::io::Error| BackendError::new(format!("cannot read {}: {e}", path.display()));
-    let size = file.metadata().map_err(cannot)?.len();
-    // Sized before it is filled, so growth does not leave copies behind.
-    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
-    let read = file.read_to_end(&mut buf);
-    if let Err(e) = read {
-        buf.zeroize();
-        return Err(cannot(e));
-    }
+fn read(file: File, meta: &Metadata, path: &Path, kind: Kind) -> Result<Found, BackendError> {
+    let mut buf = fileio::read_capped(file, meta, path, MAX_VALUE).map_err(|e| match e {
+        FileError::TooLarge { .. } => BackendError::new(e.to_string())
+            .with_hint("a secret file is at most 1 MiB; check that this is the right file"),
+        e => BackendError::new(e.to_string()),
+    })?;
     match kind {
         Kind::Plain => {
             crate::secret::trim_one_newline(&mut buf);
-            Ok(Found::Value(Secret::from_vec(buf)))
+            Ok(Found::Value(Secret::from_slice(&buf)))
         }
         Kind::Dotenv => {
             let fields = super::dotenv::parse(buf.as_slice(), path);
-            buf.zeroize();
+            drop(buf);
             Ok(Found::Fields(fields?))
         }
         Kind::Json => {
             let parsed = serde_json::from_slice::<serde_json::Value>(&buf);
-            buf.zeroize();
+            drop(buf);
             // serde_json's message can quote part of the input; only the position is shown.
             let mut doc = parsed.map_err(|e| {
                 BackendError::new(format!(
@@ -245,6 +289,17 @@ impl Backend for Files {
 
     fn tenant(&self) -> Option<&str> {
         self.tenant.as_deref()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {
+        Some(format!(
+            "create {} (or mount the secret there), or set `dir:` in the manifest",
+            self.dir.join(&lookup.key).display()
+        ))
     }
 
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {

@@ -17,6 +17,14 @@
 //!   ([`Backend::consumed_env`]); they are not passed on to the command.
 //! - A backend that honours tenants (see [`tenant`]) reports the tenant ([`Backend::tenant`]);
 //!   every message about that backend names it.
+//! - A backend that knows when a value was last changed (for `rotation:` policies and
+//!   `envrun check`) attaches the time to what it found with [`Found::updated_at`] (or
+//!   [`Found::updated_opt`]) and answers `true` from [`Backend::reports_age`]. A backend that
+//!   keeps no such time leaves both alone: `check` then says the backend has no age, rather
+//!   than calling a value fresh. [`parse_time`] and [`unix_time`] read the usual encodings.
+//! - A backend never prints: what it wants to tell the user without failing (a secret file
+//!   other users can read) it hands back from [`Backend::warnings`], and the caller decides
+//!   how to show it. So backends sit below `ui` and `error`, and the imports only point down.
 //!
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
@@ -33,7 +41,7 @@ pub mod tenant;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use zeroize::Zeroize;
@@ -157,6 +165,8 @@ pub enum Found {
     Value(Secret),
     /// Named values; `#field` picks one and is required.
     Fields(BTreeMap<String, Secret>),
+    /// What was found, and when it was last changed; built with [`Found::updated_at`].
+    Updated(Box<Found>, SystemTime),
 }
 
 impl From<Secret> for Found {
@@ -166,21 +176,54 @@ impl From<Secret> for Found {
 }
 
 impl Found {
-    /// Applies `#field` (or its absence). Errors list field names, never values.
-    pub fn select(&self, backend: &dyn Backend, field: Option<&str>) -> Result<Secret, String> {
-        match (self, field) {
-            (Found::Value(v), None) => Ok(v.clone()),
-            (Found::Value(v), Some(f)) => backend.field(v, f),
-            (Found::Fields(map), Some(f)) => map
-                .get(f)
-                .cloned()
-                .ok_or_else(|| format!("no field `{f}` (fields: {})", names(map))),
-            (Found::Fields(map), None) => Err(format!(
-                "holds several fields, pick one with `#FIELD` (fields: {})",
-                names(map)
-            )),
+    /// Records when the value was last changed (Vault `created_time`, AWS
+    /// `LastChangedDate`, ...): `Found::Value(v).updated_at(t)`.
+    pub fn updated_at(self, when: SystemTime) -> Found {
+        match self {
+            Found::Updated(inner, _) => Found::Updated(inner, when),
+            found => Found::Updated(Box::new(found), when),
         }
     }
+
+    /// [`Found::updated_at`] when the time is known, else `self` unchanged.
+    pub fn updated_opt(self, when: Option<SystemTime>) -> Found {
+        match when {
+            Some(t) => self.updated_at(t),
+            None => self,
+        }
+    }
+
+    /// When the value was last changed, if the backend said.
+    pub fn updated(&self) -> Option<SystemTime> {
+        match self {
+            Found::Updated(_, when) => Some(*when),
+            _ => None,
+        }
+    }
+
+    /// Applies `#field` (or its absence). Errors list field names, never values.
+    pub fn select(
+        &self,
+        backend: &dyn Backend,
+        field: Option<&str>,
+    ) -> Result<Secret, BackendError> {
+        match (self, field) {
+            (Found::Updated(inner, _), field) => inner.select(backend, field),
+            (Found::Value(v), None) => Ok(v.clone()),
+            (Found::Value(v), Some(f)) => backend.field(v, f),
+            (Found::Fields(map), Some(f)) => map.get(f).cloned().ok_or_else(|| no_field(f, map)),
+            (Found::Fields(map), None) => Err(BackendError::new(format!(
+                "holds several fields, pick one with `#FIELD` (fields: {})",
+                names(map)
+            ))
+            .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+        }
+    }
+}
+
+fn no_field(field: &str, map: &BTreeMap<String, Secret>) -> BackendError {
+    BackendError::new(format!("no field `{field}` (fields: {})", names(map)))
+        .with_hint("use one of the field names listed, after `#` in the reference")
 }
 
 fn names(map: &BTreeMap<String, Secret>) -> String {
@@ -218,7 +261,7 @@ pub trait Backend: Send + Sync {
     fn fetch(&self, lookups: &[Lookup]) -> Result<Vec<LookupResult>, BackendError>;
 
     /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
-    fn field(&self, value: &Secret, field: &str) -> Result<Secret, String> {
+    fn field(&self, value: &Secret, field: &str) -> Result<Secret, BackendError> {
         json_field(value, field)
     }
 
@@ -232,12 +275,48 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// What to try when `lookup` was not found: the next step for this backend.
+    fn not_found_hint(&self, _lookup: &Lookup) -> Option<String> {
+        None
+    }
+
     /// The variables of envrun's own environment that serving `lookups` reads. They are
     /// removed from the command's environment unless the manifest sets the same name, so a
     /// secret does not reach the command a second time under its raw name.
     fn consumed_env(&self, _lookups: &[Lookup]) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether this backend records when a value was last changed and attaches it with
+    /// [`Found::updated_at`]. `false` (the default) makes `envrun check` report "this backend
+    /// has no age" for a `rotation:` policy instead of guessing. A backend that answers
+    /// `true` may still leave one value undated (a Vault KV v1 mount, a store entry written
+    /// before envrun recorded times); `check` says so for that value.
+    fn reports_age(&self) -> bool {
+        false
+    }
+
+    /// Warnings collected by [`Backend::fetch`] (names and paths only, never values), taken
+    /// out once by the resolver, which reports them.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Reads an RFC 3339 timestamp (`2026-03-22T02:24:06.945319214Z`, as Vault, GCP and Azure
+/// write them); `None` for anything else, so a backend can pass the result to
+/// [`Found::updated_opt`] as it is.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text.trim()).ok()
+}
+
+/// Seconds since the Unix epoch (AWS `LastChangedDate` is a float, Azure `updated` an
+/// integer) as a time; `None` for negative or non-finite input.
+pub fn unix_time(secs: f64) -> Option<SystemTime> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
 }
 
 /// Where a backend is built: paths resolve against `base_dir`.
@@ -358,16 +437,19 @@ impl BackendConfig {
 
 /// Selects a field of a JSON-object value: strings as they are, other JSON as its text.
 /// Every string of the parsed document is wiped before it is freed.
-pub fn json_field(value: &Secret, field: &str) -> Result<Secret, String> {
-    let not_object = || format!("field `{field}` asked for, but the value is not a JSON object");
+pub fn json_field(value: &Secret, field: &str) -> Result<Secret, BackendError> {
+    let not_object = || {
+        BackendError::new(format!(
+            "field `{field}` asked for, but the value is not a JSON object"
+        ))
+        .with_hint("drop `#field` to use the whole value, or store the value as a JSON object")
+    };
     let mut doc: serde_json::Value =
         serde_json::from_slice(value.expose()).map_err(|_| not_object())?;
     let fields = json_fields(&mut doc);
     wipe(&mut doc);
     let mut fields = fields.ok_or_else(not_object)?;
-    fields
-        .remove(field)
-        .ok_or_else(|| format!("no field `{field}` (fields: {})", names(&fields)))
+    fields.remove(field).ok_or_else(|| no_field(field, &fields))
 }
 
 /// The fields of a JSON object: strings as they are, other JSON as its text.
@@ -416,9 +498,9 @@ mod tests {
             found.select(&backend, Some("user")).unwrap().expose(),
             b"app"
         );
-        let missing = found.select(&backend, Some("pass")).unwrap_err();
+        let missing = found.select(&backend, Some("pass")).unwrap_err().message;
         assert_eq!(missing, "no field `pass` (fields: password, user)");
-        let whole = found.select(&backend, None).unwrap_err();
+        let whole = found.select(&backend, None).unwrap_err().message;
         assert!(whole.contains("(fields: password, user)"), "{whole}");
         let value = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
         assert_eq!(value.select(&backend, Some("a")).unwrap().expose(), b"b");
@@ -429,16 +511,50 @@ mod tests {
     }
 
     #[test]
+    fn updated_is_carried_and_invisible_to_select() {
+        let backend = Local::new(&LocalConfig::default(), &Context::new(".", None));
+        let t = unix_time(1_700_000_000.5).unwrap();
+        let plain = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
+        assert_eq!(plain.updated(), None);
+        let dated = plain.clone().updated_at(t);
+        assert_eq!(dated.updated(), Some(t));
+        assert_eq!(dated.select(&backend, Some("a")).unwrap().expose(), b"b");
+        let later = t + Duration::from_secs(1);
+        assert_eq!(dated.updated_at(later).updated(), Some(later));
+        assert_eq!(plain.clone().updated_opt(None).updated(), None);
+        assert!(!format!("{:?}", plain.updated_at(t)).contains("\"a\""));
+    }
+
+    #[test]
+    fn times_parse_from_the_usual_encodings() {
+        let t = parse_time("2018-03-22T02:24:06.945319214Z").unwrap();
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 1_521_685_446);
+        assert_eq!(
+            parse_time("2018-03-22T02:24:06Z"),
+            unix_time(1_521_685_446.0)
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(unix_time(-1.0), None);
+        assert_eq!(unix_time(f64::NAN), None);
+    }
+
+    #[test]
     fn json_field_selects_and_lists_names_only() {
         let v = Secret::from(String::from(
             r#"{"user":"app","password":"hunter22","port":5432}"#,
         ));
         assert_eq!(json_field(&v, "password").unwrap().expose(), b"hunter22");
         assert_eq!(json_field(&v, "port").unwrap().expose(), b"5432");
-        let err = json_field(&v, "nope").unwrap_err();
+        let err = json_field(&v, "nope").unwrap_err().message;
         assert_eq!(err, "no field `nope` (fields: password, port, user)");
         assert!(!err.contains("hunter22"));
         let plain = Secret::from(String::from("hunter22"));
-        assert!(!json_field(&plain, "x").unwrap_err().contains("hunter22"));
+        assert!(
+            !json_field(&plain, "x")
+                .unwrap_err()
+                .message
+                .contains("hunter22")
+        );
     }
 }

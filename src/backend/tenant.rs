@@ -14,26 +14,34 @@
 //! a segment may not start with `.` (so no `..`, and no Kubernetes `..data` internals). The
 //! `local` and `dotenv` backends have no notion of tenants and ignore it.
 
+use super::BackendError;
+
 /// Checks a tenant name against the rule above; the error says what is wrong.
-pub fn check(tenant: &str) -> Result<(), String> {
+pub fn check(tenant: &str) -> Result<(), BackendError> {
+    let bad = |message: String| {
+        Err(BackendError::new(message).with_hint(
+            "a tenant is letters, digits, `_`, `-` and `.`, in segments separated by `/`",
+        ))
+    };
     if tenant.is_empty() {
-        return Err(String::from("tenant is empty"));
+        return bad(String::from("tenant is empty"));
     }
     for segment in tenant.split('/') {
         if segment.is_empty() {
-            return Err(format!(
+            return bad(format!(
                 "tenant `{tenant}` has an empty segment (no leading, trailing or double `/`)"
             ));
         }
         if segment.starts_with('.') {
-            return Err(format!("tenant `{tenant}` has a segment starting with `.`"));
+            return bad(format!("tenant `{tenant}` has a segment starting with `.`"));
         }
         if let Some(c) = segment
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
         {
-            return Err(format!(
-                "tenant `{tenant}` contains `{}` (allowed: letters, digits, `_`, `-`, `.`, and `/` between segments)",
+            return bad(format!(
+                "tenant `{}` contains `{}` (allowed: letters, digits, `_`, `-`, `.`, and `/` between segments)",
+                tenant.escape_default(),
                 c.escape_default()
             ));
         }
@@ -56,7 +64,7 @@ mod tests {
     #[test]
     fn accepts_names_and_nested_segments() {
         for ok in ["acme", "ACME-1", "eu/acme_2", "a.b"] {
-            assert_eq!(check(ok), Ok(()), "{ok}");
+            assert!(check(ok).is_ok(), "{ok}");
         }
     }
 

@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::write_stdout;
-use crate::backend::local::{self, KeySource};
+use crate::backend::local;
 use crate::cli::{Charset, SecretsArgs, SecretsCommand, StoreArgs};
 use crate::error::{EXIT_ABSENT, Error};
+use crate::fileio::{self, FileError};
 use crate::secret::Secret;
-use crate::store::{self, Contents, Key, Replace, StoreError};
+use crate::store::{self, Contents, Key, KeySource, Replace, StoreError};
 use crate::ui;
 
-/// Largest value `set` accepts.
-const MAX_VALUE: u64 = 1 << 20;
+use crate::secret::MAX_VALUE;
 
 /// Where the store and its key are.
 struct Location {
@@ -41,7 +41,7 @@ pub fn run(args: SecretsArgs) -> Result<i32, Error> {
         SecretsCommand::Init => init(&loc),
         SecretsCommand::Set { name, value } => set(&loc, &name, value),
         SecretsCommand::Get { name, reveal } => get(&loc, &name, reveal),
-        SecretsCommand::List { json } => list(&loc, json),
+        SecretsCommand::List { json, long } => list(&loc, json, long),
         SecretsCommand::Exists { name } => exists(&loc, &name),
         SecretsCommand::Delete { name } => delete(&loc, &name),
         SecretsCommand::Import { prefix } => import(&loc, &prefix),
@@ -78,18 +78,15 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!(
-            "invalid secret name `{}`: use letters, digits, `_`, `.`, `-` and `/`",
-            ui::sanitize(name)
-        )))
+        Err(Error::invalid(
+            format!("invalid secret name `{}`", ui::sanitize(name)),
+            "a name uses letters, digits, `_`, `.`, `-` and `/` (what a manifest can write after `secret:`)",
+        ))
     }
 }
 
 fn refused(message: String, hint: impl Into<String>) -> Error {
-    Error::Store(StoreError::Refused {
-        message,
-        hint: hint.into(),
-    })
+    Error::refused(message, hint)
 }
 
 fn absent(loc: &Location, name: &str) -> Error {
@@ -133,7 +130,7 @@ fn open_for_write(
     if create && !loc.store.exists() {
         return match &loc.key {
             KeySource::File(key_path) if !key_path.exists() => {
-                let key = Key::generate().map_err(|e| Error::io("generate a key", e))?;
+                let key = Key::generate()?;
                 key.create_file(key_path)?;
                 ui::info(&format!(
                     "created a new key {} and store {} (keep the key safe: without it the store cannot be opened)",
@@ -143,13 +140,13 @@ fn open_for_write(
                 Ok((key, Contents::default()))
             }
             source => {
-                let key = local::load_key(source)?;
+                let key = source.load()?;
                 ui::info(&format!("created a new store {}", loc.store.display()));
                 Ok((key, Contents::default()))
             }
         };
     }
-    let opened = local::open_store(&loc.store, &loc.key)?;
+    let opened = store::read_with(&loc.store, &loc.key)?;
     if opened.with_old_key {
         ui::info(&format!(
             "{} was still encrypted with the previous key (an interrupted rotate-key); writing it with the current key",
@@ -164,7 +161,7 @@ fn open_for_write(
 fn remove_stale_key_temps(loc: &Location) {
     if let KeySource::File(key_path) = &loc.key {
         store::remove_stale_temps(key_path);
-        store::remove_stale_temps(&local::old_key_path(key_path));
+        store::remove_stale_temps(&store::old_key_path(key_path));
     }
 }
 
@@ -187,7 +184,7 @@ fn init(loc: &Location) -> Result<i32, Error> {
                     start_over,
                 ));
             }
-            let key = Key::generate().map_err(|e| Error::io("generate a key", e))?;
+            let key = Key::generate()?;
             key.create_file(path)?;
             ui::info(&format!(
                 "created a new key {} (keep it safe: without it the store cannot be opened)",
@@ -195,7 +192,7 @@ fn init(loc: &Location) -> Result<i32, Error> {
             ));
             key
         }
-        KeySource::Env => local::load_key(&loc.key)?,
+        KeySource::Env => loc.key.load()?,
     };
     store::write(&loc.store, &key, &Contents::default(), &lock)?;
     ui::info(&format!("created an empty store {}", loc.store.display()));
@@ -211,7 +208,10 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
             ));
             let value = Secret::from(v);
             if value.is_empty() {
-                return Err(Error::Usage(String::from("empty value")));
+                return Err(Error::invalid(
+                    format!("the value of `{name}` is empty"),
+                    "a secret needs a value; `envrun secrets delete NAME` removes one",
+                ));
             }
             value
         }
@@ -224,9 +224,17 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
     if std::str::from_utf8(value.expose()).is_err() {
         return Err(StoreError::NotUtf8(name.to_owned()).into());
     }
+    if value.expose().contains(&0) {
+        return Err(Error::invalid(
+            format!(
+                "the value of `{name}` contains a NUL byte, which an environment variable cannot hold; nothing was stored"
+            ),
+            "remove the NUL bytes, or base64-encode binary values",
+        ));
+    }
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
-    let previous = contents.secrets.insert(name.to_owned(), value);
+    let previous = contents.set(name, value);
     store::write(&loc.store, &key, &contents, &lock)?;
     let what = match previous {
         Some(_) => format!("updated `{name}` in"),
@@ -247,22 +255,24 @@ fn read_stdin_value() -> Result<Secret, Error> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::io("read the value from stdin", e))?;
     if buf.len() as u64 > MAX_VALUE {
-        return Err(Error::Usage(format!(
-            "the value is larger than {MAX_VALUE} bytes"
-        )));
+        return Err(Error::invalid(
+            format!("the value on stdin is larger than {MAX_VALUE} bytes"),
+            "store a path to a file instead, or use `file:` in the manifest",
+        ));
     }
     crate::secret::trim_one_newline(&mut buf);
     if buf.is_empty() {
-        return Err(Error::Usage(String::from(
-            "empty value on stdin: pipe the value in, e.g. `printf %s \"$V\" | envrun secrets set NAME`",
-        )));
+        return Err(Error::invalid(
+            "empty value on stdin",
+            "pipe the value in, e.g. `printf %s \"$V\" | envrun secrets set NAME`",
+        ));
     }
     Ok(Secret::from_slice(&buf))
 }
 
 fn get(loc: &Location, name: &str, reveal: bool) -> Result<i32, Error> {
     check_name(name)?;
-    let opened = local::open_store(&loc.store, &loc.key)?;
+    let opened = store::read_with(&loc.store, &loc.key)?;
     let value = opened
         .contents
         .secrets
@@ -284,9 +294,12 @@ fn get(loc: &Location, name: &str, reveal: bool) -> Result<i32, Error> {
     write_stdout(format!("{}\n", masked(text)).as_bytes())
 }
 
-fn list(loc: &Location, json: bool) -> Result<i32, Error> {
-    let opened = local::open_store(&loc.store, &loc.key)?;
+fn list(loc: &Location, json: bool, long: bool) -> Result<i32, Error> {
+    let opened = store::read_with(&loc.store, &loc.key)?;
     let names: Vec<&String> = opened.contents.secrets.keys().collect();
+    if long {
+        return list_long(&opened.contents, json);
+    }
     let out = if json {
         let mut s =
             serde_json::to_string(&names).map_err(|e| Error::io("encode JSON", e.into()))?;
@@ -301,9 +314,67 @@ fn list(loc: &Location, json: bool) -> Result<i32, Error> {
     write_stdout(out.as_bytes())
 }
 
+/// `list --long`: each name with when it was last set and its age (never a value).
+fn list_long(contents: &Contents, json: bool) -> Result<i32, Error> {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        name: &'a str,
+        /// RFC 3339, or `null` for a secret set before envrun recorded times.
+        updated: Option<String>,
+        age_seconds: Option<u64>,
+    }
+    let now = std::time::SystemTime::now();
+    let entries: Vec<Entry> = contents
+        .secrets
+        .keys()
+        .map(|name| {
+            let t = contents.updated.get(name);
+            Entry {
+                name,
+                updated: t.map(|t| humantime::format_rfc3339_seconds(*t).to_string()),
+                age_seconds: t.map(|t| now.duration_since(*t).unwrap_or_default().as_secs()),
+            }
+        })
+        .collect();
+    if json {
+        let mut s =
+            serde_json::to_string(&entries).map_err(|e| Error::io("encode JSON", e.into()))?;
+        s.push('\n');
+        return write_stdout(s.as_bytes());
+    }
+    let width = entries
+        .iter()
+        .map(|e| e.name.len())
+        .chain(std::iter::once(4))
+        .max()
+        .unwrap_or(4);
+    let mut out = format!("{:width$}  {:20}  AGE\n", "NAME", "LAST SET");
+    for e in &entries {
+        let (when, age) = match (&e.updated, e.age_seconds) {
+            (Some(t), Some(a)) => (t.clone(), age(a)),
+            _ => (String::from("-"), String::from("(not recorded)")),
+        };
+        out.push_str(&format!(
+            "{:width$}  {when:20}  {age}\n",
+            ui::sanitize(e.name)
+        ));
+    }
+    write_stdout(out.as_bytes())
+}
+
+/// An age in the largest whole unit: `3d`, `5h`, `12m`, `40s`.
+fn age(secs: u64) -> String {
+    match secs {
+        86_400.. => format!("{}d", secs / 86_400),
+        3600.. => format!("{}h", secs / 3600),
+        60.. => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
+}
+
 fn exists(loc: &Location, name: &str) -> Result<i32, Error> {
     check_name(name)?;
-    let opened = local::open_store(&loc.store, &loc.key)?;
+    let opened = store::read_with(&loc.store, &loc.key)?;
     Ok(if opened.contents.secrets.contains_key(name) {
         0
     } else {
@@ -315,7 +386,7 @@ fn delete(loc: &Location, name: &str) -> Result<i32, Error> {
     check_name(name)?;
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, false, &lock)?;
-    if contents.secrets.remove(name).is_none() {
+    if contents.remove(name).is_none() {
         return Err(absent(loc, name));
     }
     store::write(&loc.store, &key, &contents, &lock)?;
@@ -374,12 +445,16 @@ fn import(loc: &Location, prefix: &str) -> Result<i32, Error> {
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
     let (mut added, mut updated, mut unchanged) = (0, 0, 0);
     for (name, value) in found {
+        // An unchanged value keeps its set time: rotation age is about the value.
         match contents.secrets.get(&name) {
             None => added += 1,
-            Some(old) if old.expose() == value.expose() => unchanged += 1,
+            Some(old) if old.expose() == value.expose() => {
+                unchanged += 1;
+                continue;
+            }
             Some(_) => updated += 1,
         }
-        contents.secrets.insert(name, value);
+        contents.set(&name, value);
     }
     if added + updated > 0 {
         store::write(&loc.store, &key, &contents, &lock)?;
@@ -392,31 +467,6 @@ fn import(loc: &Location, prefix: &str) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// Decrypts sealed bytes with the current key, or the previous one (`KEY.old`).
-/// Returns the contents and whether the previous key was needed.
-fn open_with_either_key(
-    bytes: &[u8],
-    loc: &Location,
-    what: &Path,
-) -> Result<(Key, Contents, bool), StoreError> {
-    let key = local::load_key(&loc.key)?;
-    match store::open(bytes, &key, what) {
-        Ok(contents) => Ok((key, contents, false)),
-        Err(err @ StoreError::Decrypt(_)) => {
-            let KeySource::File(path) = &loc.key else {
-                return Err(err);
-            };
-            match Key::load(&local::old_key_path(path))
-                .and_then(|old| store::open(bytes, &old, what))
-            {
-                Ok(contents) => Ok((key, contents, true)),
-                Err(_) => Err(err),
-            }
-        }
-        Err(err) => Err(err),
-    }
-}
-
 fn backup(loc: &Location, dest: &Path, force: bool) -> Result<i32, Error> {
     if dest.is_dir() {
         return Err(Error::Usage(format!(
@@ -424,18 +474,28 @@ fn backup(loc: &Location, dest: &Path, force: bool) -> Result<i32, Error> {
             dest.display()
         )));
     }
+    refuse_store_files(loc, dest)?;
     // One read: the bytes that are checked are the bytes that are copied.
     let bytes = store::read_raw(&loc.store)?;
-    let (_, contents, _) = open_with_either_key(&bytes, loc, &loc.store)?;
+    let contents = store::open_with(&bytes, &loc.key, &loc.store)?.contents;
+    let is_link = std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink());
+    // With --force a symlink is replaced by the backup (the link itself, never its target).
     let mode = if force {
-        Replace::Overwrite
+        Replace::OverwriteLink
     } else {
         Replace::NoClobber
     };
     match store::replace_file(dest, &bytes, mode) {
-        Err(StoreError::Write { source, .. })
-            if source.kind() == std::io::ErrorKind::AlreadyExists =>
-        {
+        Err(StoreError::File(FileError::Exists(_))) if is_link => {
+            return Err(refused(
+                format!(
+                    "{} is a symbolic link; the backup was not written through it",
+                    dest.display()
+                ),
+                "give the path of a new file, or pass --force to replace the link itself (its target is left alone)",
+            ));
+        }
+        Err(StoreError::File(FileError::Exists(_))) => {
             return Err(refused(
                 format!("{} already exists", dest.display()),
                 "pass --force to replace it, or choose another path",
@@ -452,11 +512,62 @@ fn backup(loc: &Location, dest: &Path, force: bool) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// Refuses, even with --force, a backup destination that is the store, its key, the previous
+/// key or the lock file: compared by device and inode (and through a symlink), not by name,
+/// so `./secrets.key`, a hard link or a symlink to the key are caught too.
+fn refuse_store_files(loc: &Location, dest: &Path) -> Result<(), Error> {
+    let ids = |p: &Path| {
+        [std::fs::metadata(p), std::fs::symlink_metadata(p)]
+            .into_iter()
+            .flatten()
+            .map(|m| fileio::identity(&m))
+            .collect::<Vec<_>>()
+    };
+    let dest_ids = ids(dest);
+    if dest_ids.is_empty() {
+        return Ok(());
+    }
+    let mut protected = vec![
+        ("the store", loc.store.clone()),
+        ("the store's lock file", store::lock_path(&loc.store)),
+    ];
+    if let KeySource::File(key) = &loc.key {
+        protected.push(("the store's key file", key.clone()));
+        protected.push((
+            "the store's previous key (KEY.old)",
+            store::old_key_path(key),
+        ));
+    }
+    for (what, path) in protected {
+        if ids(&path).iter().any(|id| dest_ids.contains(id)) {
+            return Err(refused(
+                format!(
+                    "{} is {what} ({}); a backup there would destroy it",
+                    dest.display(),
+                    path.display()
+                ),
+                "write the backup to a new file, e.g. `envrun secrets backup secrets.backup`",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn restore(loc: &Location, src: &Path) -> Result<i32, Error> {
-    let bytes = std::fs::read(src)
-        .map_err(|e| Error::io(format!("cannot read backup {}", src.display()), e))?;
+    let (_, bytes) =
+        fileio::read_regular(src, store::MAX_STORE, fileio::Follow::Yes).map_err(|e| match e {
+            FileError::NotFound(_) => Error::invalid(
+                format!("cannot read backup {}: not found", src.display()),
+                "give the path of a file written by `envrun secrets backup`",
+            ),
+            e => StoreError::File(e).into(),
+        })?;
     let lock = store::lock(&loc.store)?;
-    let (key, contents, with_old) = match open_with_either_key(&bytes, loc, src) {
+    let store::Opened {
+        key,
+        contents,
+        with_old_key: with_old,
+    } = match store::open_with(&bytes, &loc.key, src) {
         Ok(opened) => opened,
         Err(StoreError::Decrypt(_)) => {
             return Err(refused(
@@ -503,10 +614,9 @@ fn key_file_for_rotation(loc: &Location) -> Result<&Path, Error> {
 
 fn rotate_key(loc: &Location) -> Result<i32, Error> {
     let key_path = key_file_for_rotation(loc)?;
-    let old_path = local::old_key_path(key_path);
+    let old_path = store::old_key_path(key_path);
     let lock = store::lock(&loc.store)?;
     remove_stale_key_temps(loc);
-    let current = Key::load(key_path)?;
     let bytes = store::read_raw(&loc.store)?;
     // The order of the three writes keeps the store readable with `KEY` or `KEY.old` at
     // every instant, whatever the moment a crash happens:
@@ -515,29 +625,23 @@ fn rotate_key(loc: &Location) -> Result<i32, Error> {
     //   3. store   := re-encrypted under the new key         (store opens with KEY)
     // Each write is a complete file renamed into place, so no step leaves a partial file.
     // Readers try KEY.old when KEY fails, so jobs starting between 2 and 3 still run.
-    let contents = match store::open(&bytes, &current, &loc.store) {
-        Ok(contents) => {
-            if old_path.exists() {
-                return Err(refused(
-                    format!(
-                        "{} exists from an earlier rotation; rotating again would overwrite it",
-                        old_path.display()
-                    ),
-                    "delete it with `envrun secrets rotate-key --discard-old` (keep a copy first if backups older than that rotation still matter), then rotate again",
-                ));
-            }
-            current.write_file(&old_path, Replace::NoClobber)?; // step 1
-            contents
+    let opened = store::open_with(&bytes, &loc.key, &loc.store)?;
+    if !opened.with_old_key {
+        if old_path.exists() {
+            return Err(refused(
+                format!(
+                    "{} exists from an earlier rotation; rotating again would overwrite it",
+                    old_path.display()
+                ),
+                "delete it with `envrun secrets rotate-key --discard-old` (keep a copy first if backups older than that rotation still matter), then rotate again",
+            ));
         }
-        // Step 2 of an earlier rotation happened but not step 3: the store is still under
-        // KEY.old, which stays; finish with a fresh key.
-        Err(err @ StoreError::Decrypt(_)) if old_path.exists() => {
-            let old = Key::load(&old_path)?;
-            store::open(&bytes, &old, &loc.store).map_err(|_| err)?
-        }
-        Err(err) => return Err(err.into()),
-    };
-    let new = Key::generate().map_err(|e| Error::io("generate a key", e))?;
+        opened.key.write_file(&old_path, Replace::NoClobber)?; // step 1
+    }
+    // Otherwise step 2 of an earlier rotation happened but not step 3: the store is still
+    // under KEY.old, which stays; finish with a fresh key.
+    let contents = opened.contents;
+    let new = Key::generate()?;
     new.write_file(key_path, Replace::Overwrite)?; // step 2
     store::write(&loc.store, &new, &contents, &lock)?; // step 3
     ui::info(&format!(
@@ -551,7 +655,7 @@ fn rotate_key(loc: &Location) -> Result<i32, Error> {
 
 fn discard_old_key(loc: &Location) -> Result<i32, Error> {
     let key_path = key_file_for_rotation(loc)?;
-    let old_path = local::old_key_path(key_path);
+    let old_path = store::old_key_path(key_path);
     let _lock = store::lock(&loc.store)?;
     if !old_path.exists() {
         ui::info(&format!(
@@ -599,7 +703,7 @@ fn generate(
             "pass --force to replace it with a new random value",
         ));
     }
-    contents.secrets.insert(name.to_owned(), value);
+    contents.set(name, value);
     store::write(&loc.store, &key, &contents, &lock)?;
     let charset = format!("{charset:?}").to_lowercase();
     ui::info(&format!(

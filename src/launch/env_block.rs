@@ -20,16 +20,22 @@ impl EnvBlock {
         for (name, value) in env {
             let n = name.as_bytes();
             if n.is_empty() || n.contains(&b'=') || n.contains(&0) {
-                return Err(Error::Usage(format!(
-                    "`{}` is not a valid environment variable name",
-                    name.to_string_lossy()
-                )));
+                return Err(Error::invalid(
+                    format!(
+                        "`{}` is not a valid environment variable name",
+                        name.to_string_lossy()
+                    ),
+                    "a name must be non-empty and contain no `=` or NUL; rename it in the manifest",
+                ));
             }
             if value.expose().contains(&0) {
-                return Err(Error::Usage(format!(
-                    "the value of `{}` contains a NUL byte, which an environment variable cannot hold",
-                    name.to_string_lossy()
-                )));
+                return Err(Error::invalid(
+                    format!(
+                        "the value of `{}` contains a NUL byte, which an environment variable cannot hold; the command was not started",
+                        name.to_string_lossy()
+                    ),
+                    "store the value without NUL bytes (base64-encode binary data), or pass it as a file",
+                ));
             }
             // Sized before it is filled: growth would leave unwiped copies of the value.
             let mut buf = Zeroizing::new(Vec::with_capacity(n.len() + 1 + value.len() + 1));

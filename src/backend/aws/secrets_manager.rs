@@ -14,6 +14,7 @@
 //! and are read with `GetSecretValue`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use aws_sdk_secretsmanager::Client;
 use futures_util::StreamExt;
@@ -54,8 +55,9 @@ struct Candidate {
     field: Option<String>,
 }
 
-/// The answer to one read: the value, `None` when the secret does not exist, or an error.
-type ReadResult = Result<Option<Secret>, BackendError>;
+/// The answer to one read: the value and when that version was created (the time the
+/// value last changed, for `rotation:`), `None` when the secret does not exist, or an error.
+type ReadResult = Result<Option<(Secret, Option<SystemTime>)>, BackendError>;
 
 impl SecretsManager {
     pub fn new(config: &AwsConfig, ctx: &Context) -> SecretsManager {
@@ -200,9 +202,12 @@ async fn batch(client: &Client, ids: Vec<String>) -> Vec<(String, ReadResult)> {
     }
     // Each value is moved into a `Secret` once (wiped on drop) and shared by every id that
     // names it (a name and its ARN may both be asked for).
-    let mut found: BTreeMap<&str, Secret> = BTreeMap::new();
+    let mut found: BTreeMap<&str, (Secret, Option<SystemTime>)> = BTreeMap::new();
     for v in &mut values {
-        let value = value_of(v.secret_string.take(), v.secret_binary.take());
+        let value = (
+            value_of(v.secret_string.take(), v.secret_binary.take()),
+            time(v.created_date.as_ref()),
+        );
         for id in ids
             .iter()
             .filter(|id| answers(id, v.name.as_deref(), v.arn.as_deref()))
@@ -273,9 +278,9 @@ async fn get(client: &Client, read: &Read) -> ReadResult {
         .send()
         .await;
     match sent {
-        Ok(mut out) => Ok(Some(value_of(
-            out.secret_string.take(),
-            out.secret_binary.take(),
+        Ok(mut out) => Ok(Some((
+            value_of(out.secret_string.take(), out.secret_binary.take()),
+            time(out.created_date.as_ref()),
         ))),
         Err(e) => {
             let err = classify(&describe("GetSecretValue", read), &e);
@@ -300,6 +305,11 @@ fn describe(op: &str, read: &Read) -> String {
     s
 }
 
+/// An AWS timestamp as a time.
+fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
+    crate::backend::unix_time(t?.as_secs_f64())
+}
+
 /// The value of a secret: its string, else its binary (empty if it has neither).
 fn value_of(string: Option<String>, binary: Option<aws_smithy_types::Blob>) -> Secret {
     match (string, binary) {
@@ -320,6 +330,17 @@ impl Backend for SecretsManager {
 
     fn tenant(&self) -> Option<&str> {
         self.s.tenant.as_deref()
+    }
+
+    /// The creation time of the version read: when the value last changed.
+    fn reports_age(&self) -> bool {
+        true
+    }
+
+    fn not_found_hint(&self, _lookup: &Lookup) -> Option<String> {
+        Some(String::from(
+            "check the name, the backend's `prefix`, the region and the account (`aws secretsmanager describe-secret --secret-id NAME` with the same credentials)",
+        ))
     }
 
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {
@@ -374,16 +395,21 @@ impl Backend for SecretsManager {
 fn pick(candidates: &[Candidate], answers: &BTreeMap<Read, ReadResult>) -> LookupResult {
     for c in candidates {
         match answers.get(&c.read) {
-            Some(Ok(Some(value))) => match &c.field {
-                None => return Ok(Some(Found::Value(value.clone()))),
+            Some(Ok(Some((value, when)))) => match &c.field {
+                None => return Ok(Some(Found::Value(value.clone()).updated_opt(*when))),
                 Some(f) => match json_field(value, f) {
-                    Ok(v) => return Ok(Some(Found::Value(v))),
-                    Err(e) if e.starts_with("no field") => continue,
+                    Ok(v) => return Ok(Some(Found::Value(v).updated_opt(*when))),
+                    // The tenant's JSON secret lacks this name: the global one is next.
+                    Err(e) if e.message.starts_with("no field") => continue,
                     Err(e) => {
-                        return Err(BackendError::of(
+                        let mut err = BackendError::of(
                             ErrorKind::BadResponse,
-                            format!("tenant secret `{}`: {e}", c.read.id),
+                            format!("tenant secret `{}`: {}", c.read.id, e.message),
+                        );
+                        err.hint = Some(String::from(
+                            "with `tenant_layout: json` the tenant's secret must be a JSON object of every value; or use `tenant_layout: path`",
                         ));
+                        return Err(err);
                     }
                 },
             },

@@ -12,6 +12,7 @@
 //! parameter in the same call.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use aws_sdk_ssm::Client;
 use futures_util::StreamExt;
@@ -30,7 +31,7 @@ pub struct ParameterStore {
 
 /// The answer to one name (with its selector): the value, `None` when it does not exist, or
 /// an error.
-type ReadResult = Result<Option<Secret>, BackendError>;
+type ReadResult = Result<Option<(Secret, Option<SystemTime>)>, BackendError>;
 
 impl ParameterStore {
     pub fn new(config: &AwsConfig, ctx: &Context) -> ParameterStore {
@@ -188,7 +189,12 @@ async fn get_parameters(client: &Client, batch: Vec<String>) -> Vec<(String, Rea
                 .find(|p| answers(&requested, p.name.as_deref(), p.arn.as_deref()))
             {
                 // Each base name is in the call once (see `batches`), so taking is safe.
-                Some(p) => Ok(Some(Secret::from(p.value.take().unwrap_or_default()))),
+                Some(p) => Ok(Some((
+                    Secret::from(p.value.take().unwrap_or_default()),
+                    p.last_modified_date
+                        .as_ref()
+                        .and_then(|t| crate::backend::unix_time(t.as_secs_f64())),
+                ))),
                 None if invalid.contains(&requested) => Ok(None),
                 // Fail closed: a name neither answered nor called invalid is not "missing".
                 None => Err(BackendError::of(
@@ -212,6 +218,17 @@ impl Backend for ParameterStore {
 
     fn tenant(&self) -> Option<&str> {
         self.s.tenant.as_deref()
+    }
+
+    /// `LastModifiedDate` of the version read.
+    fn reports_age(&self) -> bool {
+        true
+    }
+
+    fn not_found_hint(&self, _lookup: &Lookup) -> Option<String> {
+        Some(String::from(
+            "check the name, the backend's `prefix`, the region and the account (`aws ssm get-parameter --name NAME` with the same credentials)",
+        ))
     }
 
     fn looked_for(&self, lookup: &Lookup) -> Option<String> {
@@ -254,7 +271,9 @@ impl Backend for ParameterStore {
             .map(|plan| {
                 for name in plan? {
                     match answers.get(&name) {
-                        Some(Ok(Some(v))) => return Ok(Some(Found::Value(v.clone()))),
+                        Some(Ok(Some((v, when)))) => {
+                            return Ok(Some(Found::Value(v.clone()).updated_opt(*when)));
+                        }
                         Some(Ok(None)) => continue,
                         Some(Err(e)) => return Err(e.clone()),
                         None => {

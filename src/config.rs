@@ -1,0 +1,128 @@
+//! The validated run configuration: everything `envrun [OPTIONS] -- COMMAND` needs, built
+//! once from the command line, envrun's own environment and the manifest.
+//!
+//! [`RunConfig::build`] reads the manifest and checks every setting but contacts no backend
+//! and reads no secret file; resolution ([`crate::resolve`]) and the launch
+//! ([`crate::launch`]) then work only from this. Values of envrun's environment are held as
+//! [`Secret`]s from the moment they are read (one may be a secret another backend consumes).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+
+use crate::backend::{Context, tenant};
+use crate::cli::RunOptions;
+use crate::error::Error;
+use crate::manifest::Manifest;
+use crate::resolve::{self, Request};
+use crate::scrub::ScrubOptions;
+use crate::secret::{Secret, Value};
+use crate::timeout;
+
+/// Variables envrun reads for itself and never passes on: `ENVRUN_KEY` is key material.
+const NOT_INHERITED: &[&str] = &[crate::store::KEY_VAR];
+
+/// What a run does, checked.
+#[derive(Debug)]
+pub struct RunConfig {
+    /// The command and its arguments.
+    pub argv: Vec<OsString>,
+    pub manifest: Manifest,
+    /// Where backends are built: the manifest's directory and the tenant.
+    pub ctx: Context,
+    /// The variables to resolve, in order: references found in envrun's environment, then
+    /// the manifest's `environment:` (which wins for a name both set).
+    pub requests: Vec<Request>,
+    /// envrun's environment as the command inherits it (before resolution removes what
+    /// backends consumed): everything but [`NOT_INHERITED`], or only `PATH` with
+    /// `--clean-env`.
+    pub inherited: Vec<(OsString, Secret)>,
+    /// Inherited `NAME=secret:...` references that the manifest overrides with its own
+    /// `NAME` (reported by `envrun check`).
+    pub shadowed: Vec<String>,
+    /// Whether the command's output is masked (`--no-mask` turns it off).
+    pub mask: bool,
+    /// Whether the command may get a pseudo-terminal (`--no-pty` turns it off).
+    pub pty: bool,
+    pub scrub: ScrubOptions,
+}
+
+impl RunConfig {
+    /// Builds and checks the configuration of a run of `command`.
+    pub fn build(args: RunOptions, command: Vec<OsString>) -> Result<RunConfig, Error> {
+        let manifest = Manifest::discover(args.manifest.as_deref())?;
+        // ENVRUN_KEY is dropped (and wiped) at once; the rest below, with --clean-env.
+        let environment: Vec<(OsString, Secret)> = std::env::vars_os()
+            .map(|(k, v)| (k, Secret::from_vec(v.into_encoded_bytes())))
+            .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
+            .collect();
+        let mut requests = Vec::new();
+        let mut shadowed = Vec::new();
+        if !args.no_inherit_refs && !args.clean_env {
+            let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
+            for (name, parts) in resolve::inherited_requests(&environment)? {
+                if sets(&name) {
+                    shadowed.push(name);
+                } else {
+                    requests.push((name, parts));
+                }
+            }
+        }
+        requests.extend(manifest.environment.iter().cloned());
+        let inherited = environment
+            .into_iter()
+            .filter(|(k, _)| !args.clean_env || k == "PATH")
+            .collect();
+
+        let tenant = tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
+        if let Some(t) = &tenant {
+            tenant::check(t).map_err(|e| Error::Invalid {
+                message: format!("--tenant / $ENVRUN_TENANT: {e}"),
+                hint: e.hint.clone(),
+            })?;
+        }
+        let timeout = args
+            .timeout
+            .or(manifest.timeout)
+            .unwrap_or(timeout::DEFAULT);
+        let ctx = Context {
+            base_dir: manifest.base_dir.clone(),
+            tenant,
+            deadline: std::time::Instant::now() + timeout,
+        };
+        Ok(RunConfig {
+            argv: command,
+            manifest,
+            ctx,
+            requests,
+            inherited,
+            shadowed,
+            mask: !args.no_mask,
+            pty: !args.no_pty,
+            scrub: ScrubOptions {
+                mask_with: args.mask_with,
+                min_len: args.min_mask_len,
+            },
+        })
+    }
+
+    /// The command's whole environment: what it inherits, less the variables a backend read
+    /// a secret from (`consumed`), then the resolved variables, which win. So
+    /// `APP_TOKEN: secret:TOKEN` still passes `APP_TOKEN` on.
+    pub fn child_env(
+        inherited: Vec<(OsString, Secret)>,
+        consumed: &BTreeSet<String>,
+        vars: Vec<(String, Value)>,
+    ) -> Vec<(OsString, Secret)> {
+        let mut env = Vec::with_capacity(inherited.len() + vars.len());
+        env.extend(
+            inherited
+                .into_iter()
+                .filter(|(name, _)| !name.to_str().is_some_and(|n| consumed.contains(n))),
+        );
+        env.extend(
+            vars.into_iter()
+                .map(|(name, value)| (OsString::from(name), value.bytes)),
+        );
+        env
+    }
+}
