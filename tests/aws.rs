@@ -706,3 +706,45 @@ fn an_unreachable_endpoint_stops_at_the_deadline() {
     done.status(125).stderr_has("`a`");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+#[test]
+fn check_reads_when_each_value_last_changed() {
+    let moto = Moto::start();
+    moto.secret("age/api", "Xq7!vR2#mN9$kL4@pW8&zz");
+    moto.parameter("/age/url", "https://example.test/hook", "SecureString");
+    let endpoint = moto.proxy.url();
+    let m = format!(
+        "secrets:\n  type: aws\n  endpoint_url: {endpoint}\n  prefix: age/\nbackends:\n  ssm:\n    type: aws-ssm\n    endpoint_url: {endpoint}\n    prefix: /age/\nrotation:\n  \"*\": 90d\nenvironment:\n  API: secret:api\n  URL: secret@ssm:url\n"
+    );
+    let done = aws_test(&m).run(&["check", "--json"]);
+    let report: Value = serde_json::from_str(&done.stdout_str()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            done.stdout_str(),
+            done.stderr_str()
+        )
+    });
+    let vars = report["variables"].as_array().unwrap();
+    assert_eq!(vars.len(), 2, "{report}");
+    for v in vars {
+        let updated = v["updated"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no time: {v}"));
+        let when = humantime::parse_rfc3339(updated).unwrap();
+        let age = std::time::SystemTime::now()
+            .duration_since(when)
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(3600), "{v}");
+    }
+    let kinds: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(
+        !kinds.contains(&"no-age") && !kinds.contains(&"rotation-due"),
+        "{report}"
+    );
+    done.never_shows("Xq7!vR2");
+}
