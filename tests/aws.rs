@@ -674,6 +674,24 @@ fn no_region_and_no_credentials_fail_fast_and_say_what_to_do() {
             .stderr_has("export AWS_REGION");
         assert!(took < Duration::from_secs(2), "took {took:?}");
 
+        // Region, but no credentials; the metadata service tried once and hanging.
+        let t = aws_test(&m)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .env(
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            );
+        let start = Instant::now();
+        let done = t.run(&["--", "sh", "-c", "echo ran"]);
+        let took = start.elapsed();
+        eprintln!("{kind}: no credentials, metadata hanging: failed in {took:?}");
+        done.status(125)
+            .stderr_has("no AWS credentials found")
+            .stderr_has("EC2 instance metadata (one quick attempt)");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+
         // Region, but no credentials; metadata turned off.
         let t = aws_test(&m)
             .env_remove("AWS_ACCESS_KEY_ID")
