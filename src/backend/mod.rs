@@ -29,6 +29,8 @@
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod dotenv;
@@ -40,6 +42,8 @@ pub mod local;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod tenant;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -214,11 +218,16 @@ impl Found {
             (Found::Value(v), None) => Ok(v.clone()),
             (Found::Value(v), Some(f)) => backend.field(v, f),
             (Found::Fields(map), Some(f)) => map.get(f).cloned().ok_or_else(|| no_field(f, map)),
-            (Found::Fields(map), None) => Err(BackendError::new(format!(
-                "holds several fields, pick one with `#FIELD` (fields: {})",
-                names(map)
-            ))
-            .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+            (Found::Fields(map), None) => match map.values().next() {
+                Some(only) if map.len() == 1 && backend.one_field_is_the_value() => {
+                    Ok(only.clone())
+                }
+                _ => Err(BackendError::new(format!(
+                    "holds several fields, pick one with `#FIELD` (fields: {})",
+                    names(map)
+                ))
+                .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+            },
         }
     }
 }
@@ -265,6 +274,13 @@ pub trait Backend: Send + Sync {
     /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
     fn field(&self, value: &Secret, field: &str) -> Result<Secret, BackendError> {
         json_field(value, field)
+    }
+
+    /// Whether `secret:KEY` without `#field` may read a [`Found::Fields`] record that has
+    /// exactly one field (Vault: a KV secret holding one value). Otherwise `#field` is
+    /// always required for a record.
+    fn one_field_is_the_value(&self) -> bool {
+        false
     }
 
     /// The tenant this backend looks up for, if it honours tenants; messages name it.
@@ -353,8 +369,18 @@ pub enum BackendConfig {
     Env(EnvConfig),
     Files(FilesConfig),
     Dotenv(DotenvConfig),
+    #[cfg(feature = "vault")]
+    Vault(vault::VaultConfig),
+    #[cfg(not(feature = "vault"))]
     Vault(Unavailable),
+    #[cfg(feature = "aws")]
+    Aws(aws::AwsConfig),
+    #[cfg(not(feature = "aws"))]
     Aws(Unavailable),
+    #[cfg(feature = "aws")]
+    #[serde(rename = "aws-ssm")]
+    AwsSsm(aws::AwsConfig),
+    #[cfg(not(feature = "aws"))]
     #[serde(rename = "aws-ssm")]
     AwsSsm(Unavailable),
     #[cfg(feature = "gcp")]
@@ -419,8 +445,17 @@ impl BackendConfig {
             BackendConfig::Env(c) => Box::new(Env::new(c, ctx)),
             BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
             BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
+            #[cfg(feature = "vault")]
+            BackendConfig::Vault(c) => Box::new(vault::Vault::new(c, ctx)?),
+            #[cfg(not(feature = "vault"))]
             BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
+            #[cfg(feature = "aws")]
+            BackendConfig::Aws(c) => Box::new(aws::SecretsManager::new(c, ctx)),
+            #[cfg(not(feature = "aws"))]
             BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
+            #[cfg(feature = "aws")]
+            BackendConfig::AwsSsm(c) => Box::new(aws::ParameterStore::new(c, ctx)),
+            #[cfg(not(feature = "aws"))]
             BackendConfig::AwsSsm(Unavailable) => {
                 return Err(Unavailable::error("aws-ssm", "aws"));
             }
