@@ -51,8 +51,8 @@ secret:KEY in envrun's own environment are resolved too.
 
 Masking: when at least one value is secret (from secret: or file:), envrun starts COMMAND
 as its child and stays as its parent (supervise mode). It masks every secret value in
-COMMAND's stdout and stderr, and its common encodings (base64, hex, URL, JSON, each line of
-a multi-line value), forwards signals to COMMAND, reaps zombies when it is PID 1, and exits
+COMMAND's stdout and stderr, and its common encodings (base64 and hex, wrapped or not; URL;
+JSON and string-literal escapes; each telling line of a multi-line value), forwards signals to COMMAND, reaps zombies when it is PID 1, and exits
 with COMMAND's status (dying by the same signal if COMMAND was killed by one; 128+N as
 PID 1). In this version COMMAND's stdout and stderr are then pipes, not the terminal:
 programs that check for a terminal (colours, progress bars) behave as when piped.

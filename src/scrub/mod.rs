@@ -302,7 +302,9 @@ impl ScrubStream {
     /// matches among them) and starts afresh. See the module docs: a secret that
     /// continues after a flush is not recognised.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        if self.state.pending() == 0 {
+        if !self.scrubber.is_built() {
+            // Nothing was ever written through any stream: there is no state to flush,
+            // and a child that printed nothing must not pay for the automaton.
             return;
         }
         let ctx = self.scrubber.ctx();
