@@ -64,6 +64,9 @@ pub(super) struct Compiled {
     /// first [`GRAM_LEN`] bytes. A position whose next bytes' bit is clear cannot start
     /// an occurrence. `None` when an anchor is shorter than that, or finders are used.
     pub grams: Option<Box<[u64]>>,
+    /// The bytes an anchor can begin with: a position starting with another byte needs
+    /// no walk.
+    pub first: [bool; 256],
 }
 
 /// Every occurrence of an anchor starts with an occurrence of one of these keys (or has
@@ -141,6 +144,10 @@ impl Compiled {
         } else {
             None
         };
+        let mut first = [false; 256];
+        for anchor in &anchors {
+            first[usize::from(anchor[0])] = true;
+        }
         Compiled {
             engine,
             anchor_targets,
@@ -148,6 +155,7 @@ impl Compiled {
             anchor_len,
             finders,
             grams,
+            first,
         }
     }
 

@@ -283,7 +283,7 @@ fn scan<A: Automaton>(
             break;
         }
         p = at;
-        if !is_break(hay[p]) {
+        if compiled.first[usize::from(hay[p])] {
             let w = Walk {
                 start: p,
                 state: start,
