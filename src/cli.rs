@@ -14,16 +14,24 @@ macro_rules! examples {
     () => {
         "  envrun -- ./backup.sh                    run with the variables of ./envrun.yaml
   envrun -m deploy/envrun.yaml -- make     use another manifest
+  envrun shell                             an interactive shell with the variables set
+  envrun export --format shell             print the variables, secrets masked
   API_KEY=secret:API_KEY envrun -- app     resolve a reference from the environment
-  printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)"
+  printf %s \"$TOKEN\" | envrun secrets set TOKEN    store a secret (value from stdin)
+  envrun check                             report missing, weak and overdue secrets
+  envrun --dry-run -- ./backup.sh          show what would run, start nothing"
     };
 }
 
 macro_rules! exit_status {
     () => {
-        "The command's own status. 125 if envrun fails (the command was not started), 126 if the
-command cannot be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is
-no (`exists`, `get` or `delete` of a missing name), 125 on errors."
+        "The command's own status (after a death by signal N, envrun dies by N too; 128+N as
+PID 1). 125 if envrun fails: the command was not started, or envrun could not write the
+command's output (a full disk, an I/O error; not a closed pipe). 126 if the command cannot
+be run, 127 if it is not found. `envrun secrets`: 0, or 1 when the answer is no (`exists`,
+`get` or `delete` of a missing name), 125 on errors. `envrun check`: 0, 1 when a finding is
+an error, 125 when the manifest cannot be read. `--dry-run`: 0, or 125 when a run would
+fail."
     };
 }
 
@@ -52,12 +60,15 @@ secret:KEY in envrun's own environment are resolved too.
 Masking: when at least one value is secret (from secret: or file:), envrun starts COMMAND
 as its child and stays as its parent (supervise mode). It masks every secret value in
 COMMAND's stdout and stderr, and its common encodings (base64 and hex, wrapped or not; URL;
-JSON and string-literal escapes; each telling line of a multi-line value), forwards signals to COMMAND, reaps zombies when it is PID 1, and exits
+JSON and string-literal escapes; each telling line of a multi-line value), forwards every
+signal sent to it to COMMAND, reaps zombies, and exits
 with COMMAND's status (dying by the same signal if COMMAND was killed by one; 128+N as
-PID 1). In this version COMMAND's stdout and stderr are then pipes, not the terminal:
-programs that check for a terminal (colours, progress bars) behave as when piped.
+PID 1). When envrun's stdout is a terminal, COMMAND runs on a pseudo-terminal of its own
+(colours, prompts, job control and window size work; --no-pty gives it pipes); otherwise
+its stdout and stderr are pipes (one pipe when they are the same file, as after 2>&1).
 Otherwise, or with --no-mask, envrun replaces itself with COMMAND (exec): same PID, and its
-output, secrets included, is shown as it is.";
+output, secrets included, is shown as it is. As PID 1 (a container's init) envrun never
+execs: it stays as COMMAND's parent, masking or not.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,6 +91,18 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// The command to run and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// How the environment is resolved and the command run: shared by running a command,
+/// `shell` and `export`.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
     /// Manifest to read [default: ./envrun.yaml, if present]
     #[arg(short, long, env = "ENVRUN_MANIFEST", value_name = "PATH")]
     pub manifest: Option<PathBuf>,
@@ -99,7 +122,7 @@ pub struct RunArgs {
     pub tenant: Option<String>,
 
     /// Do not mask secret values in COMMAND's output: run it directly (exec), on envrun's own
-    /// stdout and stderr, as when no value is secret
+    /// stdout and stderr, as when no value is secret (as PID 1 envrun still stays as init)
     #[arg(long, env = "ENVRUN_NO_MASK", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
     pub no_mask: bool,
 
@@ -123,21 +146,54 @@ pub struct RunArgs {
     )]
     pub min_mask_len: usize,
 
+    /// Resolve everything and print what would run and which variables would be set (names
+    /// and sources, never values); do not start COMMAND. Exits 0, or 125 if a run would fail
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Append one JSON line per run to FILE (created 0600), or send it to the system log
+    /// with `syslog`; in addition to the manifest's `audit:`. A failing write stops the run
+    #[arg(long, env = "ENVRUN_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
     /// How long resolving every reference may take in all, retries included (e.g. 500ms,
     /// 10s, 1m); past it envrun fails without starting COMMAND. Wins over the manifest's
     /// `timeout:` [default: 10s]
     #[arg(long, env = "ENVRUN_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<std::time::Duration>,
 
-    /// The command to run and its arguments, after `--`
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
+    /// Give COMMAND pipes instead of a pseudo-terminal when envrun's stdout is a terminal
+    #[arg(long, env = "ENVRUN_NO_PTY", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
+    pub no_pty: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Manage the local encrypted store (secrets.json.enc + secrets.key)
     Secrets(SecretsArgs),
+
+    /// Resolve every reference as a run would and report what is wrong, never a value
+    ///
+    /// One line per variable: name, source, status and, for secrets, a masked preview (the
+    /// length and at most 2 leading characters). Findings: missing or failing references,
+    /// placeholder values, weak passwords and keys, credentials written in the manifest,
+    /// values too short to mask, variables defined twice, unused backends, and values older
+    /// than their `rotation:` policy. Exit 0 when nothing is an error, 1 when something is,
+    /// 125 when the manifest itself cannot be read.
+    Check(CheckArgs),
+    /// Start an interactive shell with the resolved environment, its output masked
+    ///
+    /// Runs $SHELL (or --shell, or /bin/sh) as `envrun -- SHELL` would, on a pseudo-terminal
+    /// when envrun's stdout is a terminal, with ENVRUN_ACTIVE=1 set so a prompt can show it.
+    /// Exits with the shell's status.
+    Shell(ShellArgs),
+
+    /// Print the resolved environment (for direnv and the like), secret values masked
+    ///
+    /// Prints each variable of the manifest (and each reference resolved from envrun's own
+    /// environment). Secret values are masked unless --reveal is given; envrun refuses to
+    /// reveal them to a terminal without --force.
+    Export(ExportArgs),
 
     /// Print a shell completion script
     Completions {
@@ -148,6 +204,90 @@ pub enum Command {
     /// Print the man page (roff)
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest to check [default: ./envrun.yaml, if present]
+    #[arg(short, long, env = "ENVRUN_MANIFEST", value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+
+    /// Check the secrets of this tenant (as `envrun --tenant`)
+    #[arg(long, env = "ENVRUN_TENANT", value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// Print one JSON document (the shape is in the README) instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// A `.env.example`-style file: a secret whose value is still the example's is a
+    /// placeholder
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+
+    /// Show no preview of secret values, not even their length
+    #[arg(long)]
+    pub quiet_values: bool,
+
+    /// Treat warnings (unused backend, value too short to mask, no known age) as errors
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Do not check secret: references found in envrun's own environment
+    #[arg(long)]
+    pub no_inherit_refs: bool,
+
+    /// How long resolving every reference may take in all (as `envrun --timeout`)
+    #[arg(long, env = "ENVRUN_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Values shorter than N bytes cannot be masked (as `envrun --min-mask-len`)
+    #[arg(
+        long,
+        env = "ENVRUN_MIN_MASK_LEN",
+        value_name = "N",
+        default_value_t = 4
+    )]
+    pub min_mask_len: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// The shell to start [default: $SHELL, or /bin/sh]
+    #[arg(long, value_name = "PATH")]
+    pub shell: Option<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ExportFormat::Dotenv)]
+    pub format: ExportFormat,
+
+    /// Print secret values as they are, not masked
+    #[arg(long)]
+    pub reveal: bool,
+
+    /// With --reveal: print the values even when stdout is a terminal
+    #[arg(long, requires = "reveal")]
+    pub force: bool,
+}
+
+/// The formats of `export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// NAME="value", one a line (double-quoted, with \n, \", \\ and \$ escapes)
+    Dotenv,
+    /// export NAME='value', one a line, for `eval` in sh, bash and zsh
+    Shell,
+    /// One JSON object of names to values
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -206,9 +346,12 @@ pub enum SecretsCommand {
     },
     /// List the names in the store, sorted (never values)
     List {
-        /// Print a JSON array of names
+        /// Print JSON: an array of names, or with --long of objects
         #[arg(long)]
         json: bool,
+        /// Also show when each secret was last set, and its age
+        #[arg(short, long)]
+        long: bool,
     },
     /// Exit 0 if the secret exists, 1 if not; prints nothing
     Exists {
@@ -296,4 +439,65 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
 /// The clap command, for the man page and completions.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+/// Parses the process's command line. An `ENVRUN_*` variable that is set but empty counts
+/// as unset (as `ENVRUN_TENANT=` always did): `ENVRUN_MANIFEST= envrun -- cmd` in a
+/// container or a CI step that blanks a variable must not turn into an error.
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let cmd = ignore_empty_env(command());
+    let mut matches = cmd.try_get_matches()?;
+    Cli::from_arg_matches_mut(&mut matches)
+}
+
+/// Drops the `env = ...` of every argument whose variable is set to the empty string.
+fn ignore_empty_env(mut cmd: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |a| a.env(None));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, ignore_empty_env);
+    }
+    cmd
+}
+
+/// For an invalid value: the variable it came from, when the option is not on the command
+/// line but its `env = ...` variable is set (`--min-mask-len <N>` -> `ENVRUN_MIN_MASK_LEN`).
+pub fn env_source(invalid_arg: &str) -> Option<String> {
+    let long = invalid_arg.split_whitespace().next()?.strip_prefix("--")?;
+    let arg = find_long(&command(), long)?;
+    let var = arg.get_env()?.to_str()?.to_owned();
+    let on_command_line = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{long}")
+                || a.starts_with(&format!("--{long}="))
+                || arg
+                    .get_short()
+                    .is_some_and(|c| a.starts_with(&format!("-{c}")))
+        });
+    (!on_command_line && std::env::var_os(&var).is_some()).then_some(var)
+}
+
+fn find_long(cmd: &clap::Command, long: &str) -> Option<clap::Arg> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .cloned()
+        .or_else(|| cmd.get_subcommands().find_map(|s| find_long(s, long)))
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 
 use crate::backend::{Context, tenant};
-use crate::cli::RunArgs;
+use crate::cli::RunOptions;
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::resolve::{self, Request};
@@ -36,14 +36,19 @@ pub struct RunConfig {
     /// backends consumed): everything but [`NOT_INHERITED`], or only `PATH` with
     /// `--clean-env`.
     pub inherited: Vec<(OsString, Secret)>,
+    /// Inherited `NAME=secret:...` references that the manifest overrides with its own
+    /// `NAME` (reported by `envrun check`).
+    pub shadowed: Vec<String>,
     /// Whether the command's output is masked (`--no-mask` turns it off).
     pub mask: bool,
+    /// Whether the command may get a pseudo-terminal (`--no-pty` turns it off).
+    pub pty: bool,
     pub scrub: ScrubOptions,
 }
 
 impl RunConfig {
-    /// Builds and checks the configuration of a run.
-    pub fn build(args: RunArgs) -> Result<RunConfig, Error> {
+    /// Builds and checks the configuration of a run of `command`.
+    pub fn build(args: RunOptions, command: Vec<OsString>) -> Result<RunConfig, Error> {
         let manifest = Manifest::discover(args.manifest.as_deref())?;
         // ENVRUN_KEY is dropped (and wiped) at once; the rest below, with --clean-env.
         let environment: Vec<(OsString, Secret)> = std::env::vars_os()
@@ -51,13 +56,16 @@ impl RunConfig {
             .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
             .collect();
         let mut requests = Vec::new();
+        let mut shadowed = Vec::new();
         if !args.no_inherit_refs && !args.clean_env {
             let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-            requests.extend(
-                resolve::inherited_requests(&environment)?
-                    .into_iter()
-                    .filter(|(name, _)| !sets(name)),
-            );
+            for (name, parts) in resolve::inherited_requests(&environment)? {
+                if sets(&name) {
+                    shadowed.push(name);
+                } else {
+                    requests.push((name, parts));
+                }
+            }
         }
         requests.extend(manifest.environment.iter().cloned());
         let inherited = environment
@@ -67,8 +75,11 @@ impl RunConfig {
 
         let tenant = tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
         if let Some(t) = &tenant {
+            // The manifest's own `tenant:` was checked when it was parsed.
+            let from = crate::cli::env_source("--tenant")
+                .map_or_else(|| String::from("--tenant"), |var| format!("${var}"));
             tenant::check(t).map_err(|e| Error::Invalid {
-                message: format!("--tenant / $ENVRUN_TENANT: {e}"),
+                message: format!("{from}: {e}"),
                 hint: e.hint.clone(),
             })?;
         }
@@ -82,12 +93,14 @@ impl RunConfig {
             deadline: std::time::Instant::now() + timeout,
         };
         Ok(RunConfig {
-            argv: args.command,
+            argv: command,
             manifest,
             ctx,
             requests,
             inherited,
+            shadowed,
             mask: !args.no_mask,
+            pty: !args.no_pty,
             scrub: ScrubOptions {
                 mask_with: args.mask_with,
                 min_len: args.min_mask_len,

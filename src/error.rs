@@ -70,11 +70,23 @@ pub enum Error {
     #[error("cannot run `{command}`: {source}")]
     CannotRun { command: String, source: io::Error },
 
+    /// The command was found, but the interpreter its `#!` line names was not.
+    #[error("cannot run `{command}`: {}", interpreter_message(interpreter, *crlf))]
+    Interpreter {
+        command: String,
+        interpreter: String,
+        crlf: bool,
+    },
+
     #[error("{0}")]
     Scrub(#[from] crate::scrub::ScrubError),
 
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+
+    /// The audit log could not be opened or written (the run fails closed).
+    #[error("{message}")]
+    Audit { message: String },
 
     /// A secret the command needs does not exist (exit 1, not a failure of envrun).
     #[error("no secret `{name}` in {}", store.display())]
@@ -94,6 +106,16 @@ pub struct Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}: {}", self.var, self.reference, self.reason)
+    }
+}
+
+fn interpreter_message(interpreter: &str, crlf: bool) -> String {
+    if crlf {
+        format!(
+            "its `#!` line names the interpreter `{interpreter}` followed by a carriage return (\\r), which does not exist: the file has Windows (CRLF) line endings"
+        )
+    } else {
+        format!("its interpreter {interpreter} (from the `#!` line) does not exist")
     }
 }
 
@@ -124,7 +146,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NotFound { .. } => EXIT_NOT_FOUND,
-            Error::CannotRun { .. } => EXIT_CANNOT_RUN,
+            Error::CannotRun { .. } | Error::Interpreter { .. } => EXIT_CANNOT_RUN,
             Error::Absent { .. } => EXIT_ABSENT,
             _ => EXIT_ENVRUN,
         }
@@ -159,11 +181,20 @@ impl Error {
             Error::Backend(e) => return e.hint_or_default(),
             Error::NotFound { .. } => "check the command name and PATH".into(),
             Error::CannotRun { .. } => "check that the file is an executable the system can run".into(),
+            Error::Interpreter { command, crlf: true, .. } => format!(
+                "convert the file to Unix line endings, e.g. `sed -i 's/\\r$//' {command}` or `dos2unix {command}`"
+            ),
+            Error::Interpreter { interpreter, .. } => format!(
+                "install {interpreter}, or change the `#!` line to an interpreter that exists (e.g. `#!/usr/bin/env NAME`)"
+            ),
             Error::Scrub(_) => {
                 "fewer or shorter secrets would fit; --no-mask runs the command without masking".into()
             }
             Error::Io { .. } => return None,
             Error::Absent { .. } => "`envrun secrets list` shows the names it holds".into(),
+            Error::Audit { .. } => {
+                "the command was not started; fix the path or its permissions, or set `audit: {required: false}` in the manifest to run without the log".into()
+            }
         })
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::time::SystemTime;
 
 use crate::backend::{Backend, BackendConfig, BackendError, Context, Lookup, LookupResult};
 use crate::error::{Error, Failure};
@@ -35,53 +36,288 @@ pub struct Resolved {
     pub consumed: BTreeSet<String>,
 }
 
-/// Resolves `requests` against the backends of `manifest`. What backends warn about
-/// ([`Backend::warnings`]) is added to `warnings`, whether or not resolution succeeds.
+/// Resolves `requests` against the backends of `manifest`: every value, or every failure.
+/// What backends warn about ([`Backend::warnings`]) is added to `warnings`, whether or not
+/// resolution succeeds.
 pub fn resolve(
     manifest: &Manifest,
     requests: &[Request],
     ctx: &Context,
     warnings: &mut Vec<String>,
 ) -> Result<Resolved, Error> {
-    let mut failures = Vec::new();
-    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures);
-    warnings.extend(fetched.backends.values().flat_map(|b| b.warnings()));
-    if !failures.is_empty() {
-        // Unknown backends or parameters: nothing was fetched.
-        return Err(Error::Resolve { failures });
-    }
+    into_resolved(resolve_each(manifest, requests, ctx, false, warnings))
+}
+
+/// All values of `outcome`, or all its failures.
+pub fn into_resolved(outcome: Outcome) -> Result<Resolved, Error> {
+    let Outcome { vars, consumed } = outcome;
     let mut resolved = Resolved {
-        consumed: fetched.consumed.clone(),
+        consumed,
         ..Resolved::default()
     };
-    for (var, parts) in requests {
-        let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
-        let mut ok = true;
-        for part in parts {
-            match evaluate(var, part, &fetched, ctx) {
-                Ok(v) => pieces.push(v),
-                Err(failure) => {
-                    failures.push(failure);
-                    ok = false;
-                }
+    let mut failures = Vec::new();
+    for var in vars {
+        match var.result {
+            Ok(value) => {
+                resolved
+                    .masks
+                    .extend(var.masks.into_iter().map(|m| (var.name.clone(), m)));
+                resolved.vars.push((var.name, value));
             }
+            Err(f) => failures.extend(f),
         }
-        if !ok {
-            continue;
-        }
-        let value = join(&pieces);
-        for piece in pieces.iter().filter(|p| p.sensitive) {
-            resolved.masks.push((var.clone(), piece.bytes.clone()));
-        }
-        if pieces.len() > 1 && value.sensitive {
-            resolved.masks.push((var.clone(), value.bytes.clone()));
-        }
-        resolved.vars.push((var.clone(), value));
     }
     if failures.is_empty() {
         Ok(resolved)
     } else {
         Err(Error::Resolve { failures })
+    }
+}
+
+/// What resolution found for every variable, failed or not: what [`resolve`] turns into
+/// all values or all failures, and what `envrun check` reports one by one.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One entry per request, in request order.
+    pub vars: Vec<VarOutcome>,
+    /// See [`Resolved::consumed`].
+    pub consumed: BTreeSet<String>,
+}
+
+/// One variable: where its value comes from, and the value or why it failed.
+#[derive(Debug)]
+pub struct VarOutcome {
+    pub name: String,
+    /// Each reference in the value, in order (none for a literal).
+    pub sources: Vec<Source>,
+    pub result: Result<Value, Vec<Failure>>,
+    /// The values to mask for this variable (each secret part, and an interpolated whole).
+    pub masks: Vec<Secret>,
+    /// Whether the value has literal text (a plain value, or references inside a template).
+    pub literal: bool,
+}
+
+impl VarOutcome {
+    /// Where the value comes from, by reference only: `secret:API_KEY`,
+    /// `template with secret:A + env:B`, or `(literal)`. Literal text is never shown: it may be
+    /// a credential pasted into the manifest.
+    pub fn describe(&self) -> String {
+        let refs = self
+            .sources
+            .iter()
+            .map(|s| s.reference.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        match (refs.is_empty(), self.literal) {
+            (true, _) => String::from("(literal)"),
+            (false, false) => refs,
+            (false, true) => format!("template with {refs}"),
+        }
+    }
+}
+
+/// One reference of a variable, by name only: what dry runs, `check` and the audit log show.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The reference as written (`secret@prod:apps/billing#password`, `env:HOME`).
+    pub reference: String,
+    /// `secret`, `file` or `env`.
+    pub kind: &'static str,
+    /// The backend's name for `secret:` (`default` for `secrets:`).
+    pub backend: Option<String>,
+    /// The backend's type (`local`, `vault`, ...), when it was built.
+    pub backend_kind: Option<&'static str>,
+    /// The key (`secret:`), path (`file:`) or variable (`env:`).
+    pub key: String,
+    /// When the value was last changed, as far as the backend knows.
+    pub age: Age,
+}
+
+/// What is known about when a value was last changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// The backend recorded this time.
+    At(SystemTime),
+    /// The backend records times, but has none for this value (a store entry written
+    /// before envrun recorded them, a Vault KV v1 secret).
+    NotRecorded,
+    /// The backend keeps no change times ([`Backend::reports_age`] is false), or the
+    /// value came from envrun's environment (`env:`). A `file:` value's age is the file's
+    /// modification time.
+    NotKept,
+    /// The value was not found, so it has no age.
+    Unknown,
+}
+
+impl Source {
+    fn of(reference: &Reference) -> Source {
+        let (kind, backend, key) = match reference {
+            Reference::Secret(r) => ("secret", Some(backend_name(r).to_owned()), r.key.clone()),
+            Reference::Env(v) => ("env", None, v.clone()),
+            Reference::File(p) => ("file", None, p.clone()),
+        };
+        Source {
+            reference: reference.to_string(),
+            kind,
+            backend,
+            backend_kind: None,
+            key,
+            age: Age::NotKept,
+        }
+    }
+}
+
+/// Resolves every request and reports each one, failed or not. With `fetch_all`, backends
+/// are asked for the keys of every valid reference even when another reference names an
+/// unknown backend or parameter (`check` wants every finding); a run stops before fetching.
+///
+/// What backends warn about ([`Backend::warnings`]) is added to `warnings`.
+pub fn resolve_each(
+    manifest: &Manifest,
+    requests: &[Request],
+    ctx: &Context,
+    fetch_all: bool,
+    warnings: &mut Vec<String>,
+) -> Outcome {
+    let mut failures = Vec::new();
+    let fetched = fetch_secrets(manifest, requests, ctx, &mut failures, fetch_all);
+    warnings.extend(fetched.backends.values().flat_map(|b| b.warnings()));
+    // A run stops before fetching when a reference names an unknown backend or parameter:
+    // only those failures are reported, and no other variable is evaluated.
+    let stopped = !failures.is_empty() && !fetch_all;
+    let mut outcome = Outcome {
+        consumed: fetched.consumed.clone(),
+        ..Outcome::default()
+    };
+    for (var, parts) in requests {
+        let mut sources = Vec::new();
+        let mut pieces: Vec<Value> = Vec::with_capacity(parts.len());
+        // Unknown backends or parameters, found before anything was fetched.
+        let mut failed: Vec<Failure> = failures
+            .iter()
+            .filter(|f: &&Failure| f.var == *var)
+            .map(|f| Failure {
+                var: f.var.clone(),
+                reference: f.reference.clone(),
+                reason: f.reason.clone(),
+                hint: f.hint.clone(),
+            })
+            .collect();
+        if stopped {
+            outcome.vars.push(VarOutcome {
+                literal: has_literal(parts),
+                name: var.clone(),
+                sources: parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Ref(r) => Some(Source::of(r)),
+                        Part::Literal(_) => None,
+                    })
+                    .collect(),
+                result: Err(failed),
+                masks: Vec::new(),
+            });
+            continue;
+        }
+        for part in parts {
+            let Part::Ref(reference) = part else {
+                if let Ok(v) = evaluate(var, part, &fetched, ctx) {
+                    pieces.push(v);
+                }
+                continue;
+            };
+            let mut source = Source::of(reference);
+            if let Reference::Secret(r) = reference
+                && let Some(backend) = fetched.backends.get(backend_name(r))
+            {
+                source.backend_kind = Some(backend.kind());
+            }
+            if !failed.is_empty() && failed.iter().any(|f| f.reference == source.reference) {
+                source.age = Age::Unknown;
+                sources.push(source);
+                continue;
+            }
+            match evaluate(var, part, &fetched, ctx) {
+                Ok(v) => {
+                    source.age = age_of(reference, &fetched, ctx);
+                    pieces.push(v);
+                }
+                Err(failure) => {
+                    source.age = Age::Unknown;
+                    failed.push(failure);
+                }
+            }
+            sources.push(source);
+        }
+        if !failed.is_empty() {
+            outcome.vars.push(VarOutcome {
+                literal: has_literal(parts),
+                name: var.clone(),
+                sources,
+                result: Err(failed),
+                masks: Vec::new(),
+            });
+            continue;
+        }
+        let value = join(&pieces);
+        let mut masks: Vec<Secret> = pieces
+            .iter()
+            .filter(|p| p.sensitive)
+            .map(|p| p.bytes.clone())
+            .collect();
+        if pieces.len() > 1 && value.sensitive {
+            masks.push(value.bytes.clone());
+        }
+        outcome.vars.push(VarOutcome {
+            literal: has_literal(parts),
+            name: var.clone(),
+            sources,
+            result: Ok(value),
+            masks,
+        });
+    }
+    // A failure not tied to one variable (a backend that answered wrongly).
+    for f in failures.into_iter().filter(|f| f.var == "-") {
+        outcome.vars.push(VarOutcome {
+            literal: false,
+            name: f.var.clone(),
+            sources: Vec::new(),
+            result: Err(vec![f]),
+            masks: Vec::new(),
+        });
+    }
+    outcome
+}
+
+fn has_literal(parts: &[Part]) -> bool {
+    parts.iter().any(|p| matches!(p, Part::Literal(_)))
+}
+
+/// The age of a resolved reference: what its backend found, or a file's modification time.
+fn age_of(reference: &Reference, fetched: &Fetched, ctx: &Context) -> Age {
+    let r = match reference {
+        Reference::Secret(r) => r,
+        Reference::File(path) => {
+            return std::fs::metadata(ctx.base_dir.join(path))
+                .and_then(|m| m.modified())
+                .map_or(Age::NotRecorded, Age::At);
+        }
+        Reference::Env(_) => return Age::NotKept,
+    };
+    let name = backend_name(r);
+    let Some(backend) = fetched.backends.get(name) else {
+        return Age::Unknown;
+    };
+    if !backend.reports_age() {
+        return Age::NotKept;
+    }
+    let lookup = Lookup {
+        key: r.key.clone(),
+        params: r.params.clone(),
+    };
+    match fetched.results.get(&(name.to_owned(), lookup)) {
+        Some(Ok(Some(found))) => found.updated().map_or(Age::NotRecorded, Age::At),
+        _ => Age::Unknown,
     }
 }
 
@@ -132,6 +368,7 @@ fn fetch_secrets(
     requests: &[Request],
     ctx: &Context,
     failures: &mut Vec<Failure>,
+    fetch_all: bool,
 ) -> Fetched {
     let mut backends: BTreeMap<String, Box<dyn Backend>> = BTreeMap::new();
     let mut wanted: BTreeMap<String, BTreeSet<Lookup>> = BTreeMap::new();
@@ -198,7 +435,7 @@ fn fetch_secrets(
     let mut results = BTreeMap::new();
     let mut failed = BTreeMap::new();
     let mut consumed = BTreeSet::new();
-    if failures.is_empty() {
+    if failures.is_empty() || fetch_all {
         for (name, lookups) in &wanted {
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));

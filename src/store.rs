@@ -1,15 +1,21 @@
 //! The local encrypted store: `secrets.json.enc` sealed with the key in `secrets.key`.
 //!
-//! File format (version 1):
+//! File format (version 2):
 //!
 //! ```text
 //! offset  size  what
 //! 0       6     magic "ENVRUN"
-//! 6       1     format version (1)
+//! 6       1     format version (2)
 //! 7       1     algorithm (1 = AES-256-GCM)
 //! 8       12    nonce, fresh from the OS RNG on every write
-//! 20      n+16  ciphertext and tag of a JSON object {"NAME": "value", ...}
+//! 20      n+16  ciphertext and tag of the JSON document below
 //! ```
+//!
+//! Version 2 plaintext: `{"secrets": {"NAME": "value", ...}, "updated": {"NAME": SECONDS}}`,
+//! where `updated` holds when each secret was last set (Unix seconds), for `rotation:`
+//! policies and `secrets list --long`. Version 1 plaintext is the `secrets` object alone;
+//! such stores still open (their secrets have no recorded time) and are written back as
+//! version 2 on the next change.
 //!
 //! The 8-byte header is bound as associated data, so changing the version or algorithm
 //! byte fails authentication like any other tampering. The key file holds the 32-byte key
@@ -28,6 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use aes_gcm::Nonce;
 use aes_gcm::aead::AeadInOut;
@@ -44,7 +51,9 @@ mod key;
 pub use key::{KEY_LEN, KEY_VAR, Key, KeySource, Opened, old_key_path, open_with, read_with};
 
 const MAGIC: &[u8; 6] = b"ENVRUN";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The first format: the plaintext is the object of values alone, without set times.
+const VERSION_1: u8 = 1;
 const ALG_AES256GCM: u8 = 1;
 const HEADER_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
@@ -140,10 +149,43 @@ fn check_mode(mode: u32, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The decrypted content of a store: names and values.
+/// The decrypted content of a store: names and values, and when each was last set.
 #[derive(Debug, Default)]
 pub struct Contents {
     pub secrets: BTreeMap<String, Secret>,
+    /// When each secret was last set. A name may be missing here: a store of format 1 or a
+    /// value imported without a time. Names not in `secrets` are dropped when sealing.
+    pub updated: BTreeMap<String, SystemTime>,
+}
+
+impl Contents {
+    /// Sets `name` to `value`, recording now as its set time; returns the previous value.
+    pub fn set(&mut self, name: &str, value: Secret) -> Option<Secret> {
+        self.updated.insert(name.to_owned(), SystemTime::now());
+        self.secrets.insert(name.to_owned(), value)
+    }
+
+    /// Removes `name` and its set time; returns the value.
+    pub fn remove(&mut self, name: &str) -> Option<Secret> {
+        self.updated.remove(name);
+        self.secrets.remove(name)
+    }
+}
+
+/// The version 2 plaintext, as read.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plain {
+    secrets: BTreeMap<String, SecretField>,
+    #[serde(default)]
+    updated: BTreeMap<String, u64>,
+}
+
+/// The version 2 plaintext, as written.
+#[derive(serde::Serialize)]
+struct PlainOut<'a> {
+    secrets: BTreeMap<&'a str, &'a str>,
+    updated: BTreeMap<&'a str, u64>,
 }
 
 /// Reads and decrypts the store at `path`.
@@ -197,13 +239,29 @@ pub fn open(data: &[u8], key: &Key, path: &Path) -> Result<Contents, StoreError>
     key.cipher()
         .decrypt_in_place(&nonce, header, &mut *plain)
         .map_err(|_| StoreError::Decrypt(path.to_owned()))?;
-    if data[6] != VERSION || data[7] != ALG_AES256GCM {
+    if !matches!(data[6], VERSION_1 | VERSION) || data[7] != ALG_AES256GCM {
         return Err(StoreError::NotAStore(path.to_owned()));
     }
-    let map: BTreeMap<String, SecretField> =
-        serde_json::from_slice(&plain).map_err(|_| StoreError::Content(path.to_owned()))?;
+    let content = || StoreError::Content(path.to_owned());
+    let (map, times) = if data[6] == VERSION_1 {
+        let map: BTreeMap<String, SecretField> =
+            serde_json::from_slice(&plain).map_err(|_| content())?;
+        (map, BTreeMap::new())
+    } else {
+        let p: Plain = serde_json::from_slice(&plain).map_err(|_| content())?;
+        (p.secrets, p.updated)
+    };
+    let updated = times
+        .into_iter()
+        .filter(|(name, _)| map.contains_key(name))
+        .filter_map(|(name, secs)| {
+            let t = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+            Some((name, t))
+        })
+        .collect();
     Ok(Contents {
         secrets: map.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        updated,
     })
 }
 
@@ -215,7 +273,18 @@ pub fn seal(contents: &Contents, key: &Key) -> Result<Vec<u8>, StoreError> {
             std::str::from_utf8(value.expose()).map_err(|_| StoreError::NotUtf8(name.clone()))?;
         entries.push((name.as_str(), text));
     }
-    let map: BTreeMap<&str, &str> = entries.into_iter().collect();
+    let map = PlainOut {
+        secrets: entries.into_iter().collect(),
+        updated: contents
+            .updated
+            .iter()
+            .filter(|(name, _)| contents.secrets.contains_key(*name))
+            .map(|(name, t)| {
+                let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                (name.as_str(), secs.as_secs())
+            })
+            .collect(),
+    };
     // Size the buffer exactly before filling it: a growing Vec leaves unwiped copies.
     let mut counter = Counter(0);
     let encode = |e: serde_json::Error| {
@@ -348,7 +417,54 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), Secret::from_slice(v.as_bytes())))
                 .collect(),
+            updated: BTreeMap::new(),
         }
+    }
+
+    /// Seals `plain` as format 1 did: the object of values alone under version byte 1.
+    fn seal_v1(plain: &[u8], key: &Key) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION_1);
+        out.push(ALG_AES256GCM);
+        let nonce = [7u8; NONCE_LEN];
+        out.extend_from_slice(&nonce);
+        let header = out[..HEADER_LEN].to_vec();
+        let mut buf = plain.to_vec();
+        key.cipher()
+            .encrypt_in_place(&Nonce::from(nonce), &header, &mut buf)
+            .unwrap();
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    #[test]
+    fn format_1_stores_open_without_times_and_are_written_as_format_2() {
+        let key = Key::generate().unwrap();
+        let old = seal_v1(br#"{"A":"one","B":"two"}"#, &key);
+        let mut c = open(&old, &key, Path::new("s")).unwrap();
+        assert_eq!(c.secrets["A"].expose(), b"one");
+        assert!(c.updated.is_empty());
+        c.set("B", Secret::from_slice(b"three"));
+        let new = seal(&c, &key).unwrap();
+        assert_eq!(new[6], VERSION);
+        let back = open(&new, &key, Path::new("s")).unwrap();
+        assert_eq!(back.secrets["B"].expose(), b"three");
+        assert!(back.updated.contains_key("B") && !back.updated.contains_key("A"));
+    }
+
+    #[test]
+    fn set_times_round_trip_to_the_second() {
+        let key = Key::generate().unwrap();
+        let mut c = contents(&[("A", "one")]);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        c.updated.insert("A".into(), t + Duration::from_millis(400));
+        c.updated.insert("GONE".into(), t);
+        let back = open(&seal(&c, &key).unwrap(), &key, Path::new("s")).unwrap();
+        assert_eq!(back.updated.get("A"), Some(&t));
+        assert!(!back.updated.contains_key("GONE"));
+        c.remove("A");
+        assert!(!c.updated.contains_key("A") && c.secrets.is_empty());
     }
 
     #[test]

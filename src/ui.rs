@@ -1,9 +1,10 @@
 //! The one place envrun prints its own messages.
 //!
-//! Every line starts with `envrun:`, has control characters escaped (text from outside, such
-//! as a key or path from a manifest, must not drive the terminal), and passes through the
-//! masker installed with [`set_mask`] once values are known, as a last line of defence: the
-//! error types never carry values in the first place.
+//! Every line passes through the masker installed with [`set_mask`] once values are known,
+//! as a last line of defence (the error types never carry values in the first place), then
+//! has control characters escaped (text from outside, such as a key or path from a
+//! manifest, must not drive the terminal), and starts with `envrun:`. Masking comes first
+//! so a secret containing a control character still matches.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -43,23 +44,27 @@ pub fn info(msg: &str) {
 }
 
 fn emit(level: &str, msg: &str) {
+    // Masked first, then escaped: a secret that contains ESC or a newline must still match
+    // the text as it is, before escaping rewrites those bytes.
+    let masked = match MASK
+        .get()
+        .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    {
+        Some(guard) => match guard.as_ref() {
+            Some(mask) => String::from_utf8_lossy(&mask(msg.as_bytes())).into_owned(),
+            None => msg.to_owned(),
+        },
+        None => msg.to_owned(),
+    };
     let mut line = String::from("envrun: ");
     if !level.is_empty() {
         line.push_str(level);
         line.push_str(": ");
     }
-    line.push_str(&sanitize(msg));
+    line.push_str(&sanitize(&masked));
     line.push('\n');
-    let mut bytes = line.into_bytes();
-    if let Some(guard) = MASK
-        .get()
-        .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-        && let Some(mask) = guard.as_ref()
-    {
-        bytes = mask(&bytes);
-    }
     // Nothing useful can be done if stderr is gone.
-    let _ = std::io::stderr().write_all(&bytes);
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Escapes control characters so outside text cannot move the cursor or change colours.

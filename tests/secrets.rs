@@ -886,13 +886,13 @@ fn strace_shows_no_plaintext_value_written_anywhere() {
     let runs = [
         (
             strace(&["secrets", "set", "NEW"], CANARY.as_bytes()),
-            "ENVRUN\x01\x01",
+            "ENVRUN\x02\x01",
         ),
         (
             strace(&["secrets", "set", "OTHER"], b"replaced"),
-            "ENVRUN\x01\x01",
+            "ENVRUN\x02\x01",
         ),
-        (strace(&["secrets", "rotate-key"], b""), "ENVRUN\x01\x01"),
+        (strace(&["secrets", "rotate-key"], b""), "ENVRUN\x02\x01"),
         (strace(&["secrets", "get", "NEW"], b""), "CAN***...9ab\n"),
     ];
     for (text, shown) in runs {

@@ -118,6 +118,7 @@ fn fixture() -> (Store, BTreeMap<String, String>) {
             .iter()
             .map(|(k, v)| (k.clone(), Secret::from_slice(v.as_bytes())))
             .collect(),
+        ..Contents::default()
     };
     let lock = store::lock(&s.store()).unwrap();
     store::write(&s.store(), &key, &contents, &lock).unwrap();

@@ -54,13 +54,14 @@ fn mask_with_names_the_variable() {
 
 #[test]
 fn a_secret_written_byte_by_byte_is_masked() {
-    // Each byte is its own write(2), 10 ms apart: well under the idle flush, so the
-    // scrubber must carry the partial match across writes.
-    let script = "printf 'id='; \
-        for c in $(printf %s \"$TOKEN\" | fold -w1); do printf %s \"$c\"; sleep 0.01; done; \
-        echo ' end'";
+    // Each byte is its own write(2), back to back: the pump reads them in whatever pieces
+    // the pipe gives, and the scrubber must carry a partial match across reads.
+    let script = "import os\n\
+        os.write(1, b'id=')\n\
+        for b in os.environb[b'TOKEN']: os.write(1, bytes([b]))\n\
+        os.write(1, b' end\\n')\n";
     with_secret("Zq8-byte-by-byte-secret")
-        .run(&["--", "sh", "-c", script])
+        .run(&["--", "python3", "-c", script])
         .status(0)
         .stdout("id=*** end\n");
 }
@@ -379,19 +380,223 @@ fn the_environment_block_is_wiped_after_the_spawn() {
         assert!(started.elapsed() < Duration::from_secs(5), "no child");
         std::thread::sleep(Duration::from_millis(10));
     };
-    // Let the exec finish and envrun reach its wait loop.
-    std::thread::sleep(Duration::from_millis(300));
     let entry = format!("TOKEN={}", secret());
-    let in_child = contains(&writable_memory(child), entry.as_bytes());
-    let in_envrun = contains(&writable_memory(pid), entry.as_bytes());
+    // The control: the method finds the entry in the child, once it has exec'd.
+    let started = Instant::now();
+    while !contains(&writable_memory(child), entry.as_bytes()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not in the child"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // envrun wipes the block right after the exec succeeded; it must be gone soon after
+    // and stay gone.
+    while contains(&writable_memory(pid), entry.as_bytes()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "envrun still holds the child's environment entry"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = envrun.kill();
     let _ = envrun.wait();
-    assert!(
-        in_child,
-        "the method finds the entry in the child (control)"
+}
+
+#[test]
+fn stdout_and_stderr_to_the_same_file_keep_the_childs_order() {
+    // `2>&1`: one pipe for both, so the reader sees the order the child wrote in.
+    let t = with_secret(&secret());
+    let script =
+        format!("{BIN} -- sh -c 'for i in $(seq 1000); do echo out$i; echo err$i >&2; done' 2>&1");
+    let expected: String = (1..=1000).map(|i| format!("out{i}\nerr{i}\n")).collect();
+    for run in 0..20 {
+        let done = t.run(&["--no-mask", "--", "sh", "-c", &script]).status(0);
+        assert!(done.stdout_str() == expected, "run {run}: order changed");
+    }
+}
+
+#[test]
+fn a_write_error_on_stdout_is_reported_and_fails_the_run() {
+    let t = with_secret(&secret());
+    let done = t
+        .run(&[
+            "--no-mask",
+            "--",
+            "sh",
+            "-c",
+            &format!("{BIN} -- sh -c 'echo hi' > /dev/full; echo status=$?"),
+        ])
+        .status(0)
+        .stdout("status=125\n");
+    let errors: Vec<&str> = done
+        .stderr_str()
+        .lines()
+        .filter(|l| l.starts_with("envrun: error:"))
+        .map(|_| "")
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", done.stderr_str());
+    done.stderr_has("stdout")
+        .stderr_has("No space left on device")
+        .never_shows(CANARY);
+}
+
+#[test]
+fn a_full_file_system_never_reports_success() {
+    // 1 MiB into a 64 KiB tmpfs, in a private mount namespace (root only).
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped a_full_file_system_never_reports_success: needs root to mount a tmpfs");
+        return;
+    }
+    if !tools_or_skip(
+        "a_full_file_system_never_reports_success",
+        &["unshare", "mount"],
+    ) {
+        return;
+    }
+    let t = with_secret(&secret()).mkdir("small");
+    let script = format!(
+        "mount -t tmpfs -o size=64k envrun-test small && \
+         {BIN} -- head -c 1048576 /dev/zero > small/out; echo status=$?; \
+         stat -c %s small/out"
     );
-    assert!(
-        !in_envrun,
-        "envrun still holds the child's environment entry"
-    );
+    let mut run = t.command(&["--no-mask", "--", "unshare", "--mount", "sh", "-c", &script]);
+    run.cmd.env_remove("ENVRUN_MANIFEST");
+    let done = run.done().status(0);
+    let out = done.stdout_str();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("status=125"), "{}", done.stderr_str());
+    let written: u64 = lines.next().unwrap().parse().unwrap();
+    assert!(written < 1 << 20, "wrote {written} bytes");
+    done.stderr_has("cannot write the command's stdout")
+        .stderr_has("No space left on device");
+}
+
+#[test]
+fn sigterm_ends_envrun_even_when_its_reader_has_stopped_reading() {
+    // `envrun -- yes | sleep 20`, then SIGTERM: `yes` dies, and envrun must not stay
+    // blocked writing to a pipe nobody reads.
+    let t = with_secret(&secret());
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("20")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = t.command(&["--", "yes"]);
+    run.cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(sleep.stdin.take().unwrap()))
+        .stderr(Stdio::null());
+    let mut envrun = run.cmd.spawn().unwrap();
+    // Wait until envrun's output thread blocks writing to the full pipe to `sleep`.
+    let tasks = format!("/proc/{}/task", envrun.id());
+    let blocked_in_write = || {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan"))
+                    .is_ok_and(|w| w.contains("pipe_write"))
+            })
+    };
+    let started = Instant::now();
+    while !blocked_in_write() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "envrun never blocked writing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rc = std::process::Command::new("kill")
+        .args(["-TERM", &envrun.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = envrun.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "envrun still runs 2 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+}
+
+#[test]
+fn as_pid_1_is_not_needed_for_exec_outside_it() {
+    // Outside PID 1, --no-mask still execs: the command has envrun's PID.
+    let t = with_secret(&secret());
+    let mut run = t.command(&["--no-mask", "--", "sh", "-c", "echo $$"]);
+    run.cmd.stdout(Stdio::piped());
+    let child = run.cmd.spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
+}
+
+#[test]
+fn sigterm_after_the_child_exited_ends_envrun_still_writing() {
+    // The child has written 2 MiB and exited; envrun still holds output nobody reads. A
+    // SIGTERM then ends envrun at once, and by that signal: the output is incomplete.
+    let t = with_secret(&secret());
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("20")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = t.command(&[
+        "--",
+        "sh",
+        "-c",
+        "head -c 2097152 /dev/zero; echo $$ > done",
+    ]);
+    run.cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(sleep.stdin.take().unwrap()))
+        .stderr(Stdio::null());
+    let mut envrun = run.cmd.spawn().unwrap();
+    let started = Instant::now();
+    let child_pid = loop {
+        if let Ok(s) = std::fs::read_to_string(t.path("done"))
+            && s.ends_with('\n')
+        {
+            break s.trim().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the child never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Reaped by envrun: gone from /proc.
+    while std::path::Path::new(&format!("/proc/{child_pid}")).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the child was never reaped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rc = std::process::Command::new("kill")
+        .args(["-TERM", &envrun.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = envrun.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(2), "envrun lives on");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }

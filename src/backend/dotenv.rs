@@ -41,16 +41,49 @@ fn default_files() -> Vec<DotenvFile> {
     vec![DotenvFile::Path(PathBuf::from(".env"))]
 }
 
-/// One entry of `files:`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+/// One entry of `files:`: a path, or `{ path: ..., required: false }`.
+#[derive(Clone, Debug)]
 pub enum DotenvFile {
     Path(PathBuf),
-    Entry {
-        path: PathBuf,
-        #[serde(default = "yes")]
-        required: bool,
-    },
+    Entry { path: PathBuf, required: bool },
+}
+
+/// The mapping form of an entry; unknown keys are errors (`requird: false` must not
+/// silently mean required).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    path: PathBuf,
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+// By hand rather than `#[serde(untagged)]`: an untagged enum accepts unknown keys in the
+// mapping form and reports any mistake as "did not match any variant", naming the type.
+impl<'de> Deserialize<'de> for DotenvFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DotenvFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a file path, or `{ path: FILE, required: false }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DotenvFile, E> {
+                Ok(DotenvFile::Path(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DotenvFile, A::Error> {
+                let e = Entry::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(DotenvFile::Entry {
+                    path: e.path,
+                    required: e.required,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn yes() -> bool {

@@ -13,7 +13,11 @@
 //! `dir/..data -> ..2024_01_01_00_00_00.123/`, which stays inside; a link to `/etc/shadow`
 //! or `../elsewhere` is refused with an error. The resolved path is then opened with
 //! `O_NOFOLLOW` and checked to be a regular file, so a FIFO or device is never read.
-//! A file readable by other users gets one warning naming it.
+//!
+//! A file readable by other users gets one warning naming it, except where that is how the
+//! platform mounts secrets: Docker Compose mounts them 0444 and Kubernetes 0644, under
+//! `/run/secrets` and `/var/run/secrets`, and a warning on every run in every container
+//! would teach people to ignore it. `warn_readable: false` turns the warning off.
 
 use std::collections::BTreeSet;
 use std::fs::{File, Metadata};
@@ -35,12 +39,35 @@ pub const DEFAULT_DIR: &str = "/run/secrets";
 pub struct FilesConfig {
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
+    /// Warn about a secret file other users can read (see the module documentation).
+    #[serde(default = "yes")]
+    pub warn_readable: bool,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        FilesConfig { dir: default_dir() }
+        FilesConfig {
+            dir: default_dir(),
+            warn_readable: true,
+        }
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where container platforms mount secrets, with the modes they use there.
+const PLATFORM_DIRS: [&str; 2] = ["/run/secrets", "/var/run/secrets"];
+const PLATFORM_MODES: [u32; 2] = [0o444, 0o644];
+
+/// Whether a world-readable `path` (or the file it resolves to, `real`) is mounted the way
+/// Docker or Kubernetes mounts secrets, which is not worth a warning.
+fn platform_mount(path: &Path, real: &Path, mode: u32) -> bool {
+    PLATFORM_MODES.contains(&(mode & 0o7777))
+        && [path, real]
+            .iter()
+            .any(|p| PLATFORM_DIRS.iter().any(|d| p.starts_with(d)))
 }
 
 fn default_dir() -> PathBuf {
@@ -68,6 +95,7 @@ const SUFFIXES: [(&str, Kind); 5] = [
 pub struct Files {
     dir: PathBuf,
     tenant: Option<String>,
+    warn_readable: bool,
     /// What [`Backend::warnings`] hands back.
     warnings: Mutex<Vec<String>>,
 }
@@ -77,6 +105,7 @@ impl Files {
         Files {
             dir: ctx.base_dir.join(&config.dir),
             tenant: ctx.tenant.clone(),
+            warn_readable: config.warn_readable,
             warnings: Mutex::new(Vec::new()),
         }
     }
@@ -103,13 +132,17 @@ impl Files {
         for dir in self.dirs() {
             for (suffix, kind) in SUFFIXES {
                 let path = dir.join(format!("{key}{suffix}"));
-                let Some((file, meta)) = self.open_inside(root, &path)? else {
+                let Some((file, meta, real)) = self.open_inside(root, &path)? else {
                     continue;
                 };
                 let mode = meta.mode();
-                if mode & 0o004 != 0 && warned.insert(path.clone()) {
+                if self.warn_readable
+                    && mode & 0o004 != 0
+                    && !platform_mount(&path, &real, mode)
+                    && warned.insert(path.clone())
+                {
                     self.warn(format!(
-                        "{} is readable by other users (mode {:04o}); make it 0400 or 0440",
+                        "{} is readable by other users (mode {:04o}); make it 0400 or 0440, or set `warn_readable: false` if that is intended",
                         path.display(),
                         mode & 0o7777
                     ));
@@ -126,7 +159,7 @@ impl Files {
         &self,
         root: &Path,
         path: &Path,
-    ) -> Result<Option<(File, Metadata)>, BackendError> {
+    ) -> Result<Option<(File, Metadata, PathBuf)>, BackendError> {
         let real = match std::fs::canonicalize(path) {
             Ok(p) => p,
             // ENOTDIR: a key `a/b` where `a` is a file; nothing there either.
@@ -155,7 +188,7 @@ impl Files {
         // O_NOFOLLOW: `real` had no symlinks a moment ago; refuse one swapped in since.
         // Opening does not block (a FIFO must not hang), and only a regular file is read.
         match fileio::open_regular(&real, Follow::No) {
-            Ok((file, meta)) => Ok(Some((file, meta))),
+            Ok((file, meta)) => Ok(Some((file, meta, real))),
             Err(FileError::NotRegular {
                 what: "a directory",
                 ..

@@ -78,8 +78,17 @@ impl Backend for Local {
             .contents;
         Ok(lookups
             .iter()
-            .map(|l| Ok(contents.secrets.get(&l.key).cloned().map(Found::Value)))
+            .map(|l| {
+                let found = contents.secrets.get(&l.key).cloned().map(Found::Value);
+                Ok(found.map(|f| f.updated_opt(contents.updated.get(&l.key).copied())))
+            })
             .collect())
+    }
+
+    /// The store records when `envrun secrets set` (or `generate`, `import`) last wrote
+    /// each secret; entries from a format 1 store have no time until they are set again.
+    fn reports_age(&self) -> bool {
+        true
     }
 
     fn not_found_hint(&self, lookup: &Lookup) -> Option<String> {

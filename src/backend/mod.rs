@@ -17,6 +17,11 @@
 //!   ([`Backend::consumed_env`]); they are not passed on to the command.
 //! - A backend that honours tenants (see [`tenant`]) reports the tenant ([`Backend::tenant`]);
 //!   every message about that backend names it.
+//! - A backend that knows when a value was last changed (for `rotation:` policies and
+//!   `envrun check`) attaches the time to what it found with [`Found::updated_at`] (or
+//!   [`Found::updated_opt`]) and answers `true` from [`Backend::reports_age`]. A backend that
+//!   keeps no such time leaves both alone: `check` then says the backend has no age, rather
+//!   than calling a value fresh. [`parse_time`] and [`unix_time`] read the usual encodings.
 //! - A backend never prints: what it wants to tell the user without failing (a secret file
 //!   other users can read) it hands back from [`Backend::warnings`], and the caller decides
 //!   how to show it. So backends sit below `ui` and `error`, and the imports only point down.
@@ -31,10 +36,12 @@ pub mod local;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod tenant;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use zeroize::Zeroize;
@@ -158,6 +165,8 @@ pub enum Found {
     Value(Secret),
     /// Named values; `#field` picks one and is required.
     Fields(BTreeMap<String, Secret>),
+    /// What was found, and when it was last changed; built with [`Found::updated_at`].
+    Updated(Box<Found>, SystemTime),
 }
 
 impl From<Secret> for Found {
@@ -167,6 +176,31 @@ impl From<Secret> for Found {
 }
 
 impl Found {
+    /// Records when the value was last changed (Vault `created_time`, AWS
+    /// `LastChangedDate`, ...): `Found::Value(v).updated_at(t)`.
+    pub fn updated_at(self, when: SystemTime) -> Found {
+        match self {
+            Found::Updated(inner, _) => Found::Updated(inner, when),
+            found => Found::Updated(Box::new(found), when),
+        }
+    }
+
+    /// [`Found::updated_at`] when the time is known, else `self` unchanged.
+    pub fn updated_opt(self, when: Option<SystemTime>) -> Found {
+        match when {
+            Some(t) => self.updated_at(t),
+            None => self,
+        }
+    }
+
+    /// When the value was last changed, if the backend said.
+    pub fn updated(&self) -> Option<SystemTime> {
+        match self {
+            Found::Updated(_, when) => Some(*when),
+            _ => None,
+        }
+    }
+
     /// Applies `#field` (or its absence). Errors list field names, never values.
     pub fn select(
         &self,
@@ -174,14 +208,20 @@ impl Found {
         field: Option<&str>,
     ) -> Result<Secret, BackendError> {
         match (self, field) {
+            (Found::Updated(inner, _), field) => inner.select(backend, field),
             (Found::Value(v), None) => Ok(v.clone()),
             (Found::Value(v), Some(f)) => backend.field(v, f),
             (Found::Fields(map), Some(f)) => map.get(f).cloned().ok_or_else(|| no_field(f, map)),
-            (Found::Fields(map), None) => Err(BackendError::new(format!(
-                "holds several fields, pick one with `#FIELD` (fields: {})",
-                names(map)
-            ))
-            .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+            (Found::Fields(map), None) => match map.values().next() {
+                Some(only) if map.len() == 1 && backend.one_field_is_the_value() => {
+                    Ok(only.clone())
+                }
+                _ => Err(BackendError::new(format!(
+                    "holds several fields, pick one with `#FIELD` (fields: {})",
+                    names(map)
+                ))
+                .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+            },
         }
     }
 }
@@ -230,6 +270,13 @@ pub trait Backend: Send + Sync {
         json_field(value, field)
     }
 
+    /// Whether `secret:KEY` without `#field` may read a [`Found::Fields`] record that has
+    /// exactly one field (Vault: a KV secret holding one value). Otherwise `#field` is
+    /// always required for a record.
+    fn one_field_is_the_value(&self) -> bool {
+        false
+    }
+
     /// The tenant this backend looks up for, if it honours tenants; messages name it.
     fn tenant(&self) -> Option<&str> {
         None
@@ -252,11 +299,36 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// Whether this backend records when a value was last changed and attaches it with
+    /// [`Found::updated_at`]. `false` (the default) makes `envrun check` report "this backend
+    /// has no age" for a `rotation:` policy instead of guessing. A backend that answers
+    /// `true` may still leave one value undated (a Vault KV v1 mount, a store entry written
+    /// before envrun recorded times); `check` says so for that value.
+    fn reports_age(&self) -> bool {
+        false
+    }
+
     /// Warnings collected by [`Backend::fetch`] (names and paths only, never values), taken
     /// out once by the resolver, which reports them.
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// Reads an RFC 3339 timestamp (`2026-03-22T02:24:06.945319214Z`, as Vault, GCP and Azure
+/// write them); `None` for anything else, so a backend can pass the result to
+/// [`Found::updated_opt`] as it is.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text.trim()).ok()
+}
+
+/// Seconds since the Unix epoch (AWS `LastChangedDate` is a float, Azure `updated` an
+/// integer) as a time; `None` for negative or non-finite input.
+pub fn unix_time(secs: f64) -> Option<SystemTime> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
 }
 
 /// Where a backend is built: paths resolve against `base_dir`.
@@ -291,6 +363,9 @@ pub enum BackendConfig {
     Env(EnvConfig),
     Files(FilesConfig),
     Dotenv(DotenvConfig),
+    #[cfg(feature = "vault")]
+    Vault(vault::VaultConfig),
+    #[cfg(not(feature = "vault"))]
     Vault(Unavailable),
     Aws(Unavailable),
     #[serde(rename = "aws-ssm")]
@@ -351,6 +426,9 @@ impl BackendConfig {
             BackendConfig::Env(c) => Box::new(Env::new(c, ctx)),
             BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
             BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
+            #[cfg(feature = "vault")]
+            BackendConfig::Vault(c) => Box::new(vault::Vault::new(c, ctx)?),
+            #[cfg(not(feature = "vault"))]
             BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
             BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
             BackendConfig::AwsSsm(Unavailable) => {
@@ -389,12 +467,33 @@ pub(crate) fn json_fields(doc: &mut serde_json::Value) -> Option<BTreeMap<String
             .map(|(name, v)| {
                 let value = match v {
                     serde_json::Value::String(s) => Secret::from(std::mem::take(s)),
-                    other => Secret::from(other.to_string()),
+                    other => json_text(other),
                 };
                 (name.clone(), value)
             })
             .collect(),
     )
+}
+
+/// The JSON text of a nested value (`{"a":"b"}`, `5432`), written into a buffer sized
+/// before it is filled: `to_string` grows a `String` by doubling and leaves copies behind.
+fn json_text(v: &serde_json::Value) -> Secret {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a Value to memory cannot fail (its keys are strings).
+    let _ = serde_json::to_writer(&mut counter, v);
+    let mut buf = Vec::with_capacity(counter.0);
+    let _ = serde_json::to_writer(&mut buf, v);
+    Secret::from_vec(buf)
 }
 
 /// Wipes the strings left in a parsed document (nested values, before it is dropped).
@@ -435,6 +534,35 @@ mod tests {
             value.select(&backend, None).unwrap().expose(),
             br#"{"a":"b"}"#
         );
+    }
+
+    #[test]
+    fn updated_is_carried_and_invisible_to_select() {
+        let backend = Local::new(&LocalConfig::default(), &Context::new(".", None));
+        let t = unix_time(1_700_000_000.5).unwrap();
+        let plain = Found::Value(Secret::from(String::from(r#"{"a":"b"}"#)));
+        assert_eq!(plain.updated(), None);
+        let dated = plain.clone().updated_at(t);
+        assert_eq!(dated.updated(), Some(t));
+        assert_eq!(dated.select(&backend, Some("a")).unwrap().expose(), b"b");
+        let later = t + Duration::from_secs(1);
+        assert_eq!(dated.updated_at(later).updated(), Some(later));
+        assert_eq!(plain.clone().updated_opt(None).updated(), None);
+        assert!(!format!("{:?}", plain.updated_at(t)).contains("\"a\""));
+    }
+
+    #[test]
+    fn times_parse_from_the_usual_encodings() {
+        let t = parse_time("2018-03-22T02:24:06.945319214Z").unwrap();
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 1_521_685_446);
+        assert_eq!(
+            parse_time("2018-03-22T02:24:06Z"),
+            unix_time(1_521_685_446.0)
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(unix_time(-1.0), None);
+        assert_eq!(unix_time(f64::NAN), None);
     }
 
     #[test]

@@ -1,10 +1,24 @@
-//! Subcommands other than running a command: `secrets`, `completions`, `man`.
+//! Subcommands other than running a command: `secrets`, `export`, `completions`, `man`,
+//! and the choice of program for `shell`.
 
+pub mod check;
+pub mod dry_run;
+pub mod export;
 pub mod secrets;
+
+use std::ffi::OsString;
 
 use std::io::Write;
 
 use crate::error::Error;
+
+/// The program `envrun shell` starts: `--shell`, else `$SHELL`, else `/bin/sh`.
+pub fn shell_program(chosen: Option<OsString>) -> OsString {
+    chosen
+        .or_else(|| std::env::var_os("SHELL"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| OsString::from("/bin/sh"))
+}
 
 /// Prints a completion script for `shell` to stdout.
 pub fn completions(shell: clap_complete::Shell) -> Result<i32, Error> {

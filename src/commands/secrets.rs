@@ -41,7 +41,7 @@ pub fn run(args: SecretsArgs) -> Result<i32, Error> {
         SecretsCommand::Init => init(&loc),
         SecretsCommand::Set { name, value } => set(&loc, &name, value),
         SecretsCommand::Get { name, reveal } => get(&loc, &name, reveal),
-        SecretsCommand::List { json } => list(&loc, json),
+        SecretsCommand::List { json, long } => list(&loc, json, long),
         SecretsCommand::Exists { name } => exists(&loc, &name),
         SecretsCommand::Delete { name } => delete(&loc, &name),
         SecretsCommand::Import { prefix } => import(&loc, &prefix),
@@ -78,10 +78,10 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!(
-            "invalid secret name `{}`: use letters, digits, `_`, `.`, `-` and `/`",
-            ui::sanitize(name)
-        )))
+        Err(Error::invalid(
+            format!("invalid secret name `{}`", ui::sanitize(name)),
+            "a name uses letters, digits, `_`, `.`, `-` and `/` (what a manifest can write after `secret:`)",
+        ))
     }
 }
 
@@ -224,9 +224,17 @@ fn set(loc: &Location, name: &str, arg_value: Option<String>) -> Result<i32, Err
     if std::str::from_utf8(value.expose()).is_err() {
         return Err(StoreError::NotUtf8(name.to_owned()).into());
     }
+    if value.expose().contains(&0) {
+        return Err(Error::invalid(
+            format!(
+                "the value of `{name}` contains a NUL byte, which an environment variable cannot hold; nothing was stored"
+            ),
+            "remove the NUL bytes, or base64-encode binary values",
+        ));
+    }
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
-    let previous = contents.secrets.insert(name.to_owned(), value);
+    let previous = contents.set(name, value);
     store::write(&loc.store, &key, &contents, &lock)?;
     let what = match previous {
         Some(_) => format!("updated `{name}` in"),
@@ -279,16 +287,35 @@ fn get(loc: &Location, name: &str, reveal: bool) -> Result<i32, Error> {
         if newline {
             out.push(b'\n');
         }
-        return write_stdout(&out);
+        return write_fd1(&out);
     }
     // The store holds only UTF-8 (checked when sealing and when parsing the JSON).
     let text = std::str::from_utf8(value.expose()).unwrap_or("");
     write_stdout(format!("{}\n", masked(text)).as_bytes())
 }
 
-fn list(loc: &Location, json: bool) -> Result<i32, Error> {
+/// Writes a value straight to file descriptor 1: std's stdout keeps a buffer for the life
+/// of the process that would hold a copy of the value, unwiped.
+fn write_fd1(mut bytes: &[u8]) -> Result<i32, Error> {
+    let stdout = std::io::stdout();
+    while !bytes.is_empty() {
+        match nix::unistd::write(&stdout, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            // A closed pipe (`get --reveal | head -c 3`) is not an error worth reporting.
+            Err(nix::errno::Errno::EPIPE) => return Ok(0),
+            Err(e) => return Err(Error::io("write to stdout", e.into())),
+        }
+    }
+    Ok(0)
+}
+
+fn list(loc: &Location, json: bool, long: bool) -> Result<i32, Error> {
     let opened = store::read_with(&loc.store, &loc.key)?;
     let names: Vec<&String> = opened.contents.secrets.keys().collect();
+    if long {
+        return list_long(&opened.contents, json);
+    }
     let out = if json {
         let mut s =
             serde_json::to_string(&names).map_err(|e| Error::io("encode JSON", e.into()))?;
@@ -301,6 +328,64 @@ fn list(loc: &Location, json: bool) -> Result<i32, Error> {
             .collect()
     };
     write_stdout(out.as_bytes())
+}
+
+/// `list --long`: each name with when it was last set and its age (never a value).
+fn list_long(contents: &Contents, json: bool) -> Result<i32, Error> {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        name: &'a str,
+        /// RFC 3339, or `null` for a secret set before envrun recorded times.
+        updated: Option<String>,
+        age_seconds: Option<u64>,
+    }
+    let now = std::time::SystemTime::now();
+    let entries: Vec<Entry> = contents
+        .secrets
+        .keys()
+        .map(|name| {
+            let t = contents.updated.get(name);
+            Entry {
+                name,
+                updated: t.map(|t| humantime::format_rfc3339_seconds(*t).to_string()),
+                age_seconds: t.map(|t| now.duration_since(*t).unwrap_or_default().as_secs()),
+            }
+        })
+        .collect();
+    if json {
+        let mut s =
+            serde_json::to_string(&entries).map_err(|e| Error::io("encode JSON", e.into()))?;
+        s.push('\n');
+        return write_stdout(s.as_bytes());
+    }
+    let width = entries
+        .iter()
+        .map(|e| e.name.len())
+        .chain(std::iter::once(4))
+        .max()
+        .unwrap_or(4);
+    let mut out = format!("{:width$}  {:20}  AGE\n", "NAME", "LAST SET");
+    for e in &entries {
+        let (when, age) = match (&e.updated, e.age_seconds) {
+            (Some(t), Some(a)) => (t.clone(), age(a)),
+            _ => (String::from("-"), String::from("(not recorded)")),
+        };
+        out.push_str(&format!(
+            "{:width$}  {when:20}  {age}\n",
+            ui::sanitize(e.name)
+        ));
+    }
+    write_stdout(out.as_bytes())
+}
+
+/// An age in the largest whole unit: `3d`, `5h`, `12m`, `40s`.
+fn age(secs: u64) -> String {
+    match secs {
+        86_400.. => format!("{}d", secs / 86_400),
+        3600.. => format!("{}h", secs / 3600),
+        60.. => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
 }
 
 fn exists(loc: &Location, name: &str) -> Result<i32, Error> {
@@ -317,7 +402,7 @@ fn delete(loc: &Location, name: &str) -> Result<i32, Error> {
     check_name(name)?;
     let lock = store::lock(&loc.store)?;
     let (key, mut contents) = open_for_write(loc, false, &lock)?;
-    if contents.secrets.remove(name).is_none() {
+    if contents.remove(name).is_none() {
         return Err(absent(loc, name));
     }
     store::write(&loc.store, &key, &contents, &lock)?;
@@ -376,12 +461,16 @@ fn import(loc: &Location, prefix: &str) -> Result<i32, Error> {
     let (key, mut contents) = open_for_write(loc, true, &lock)?;
     let (mut added, mut updated, mut unchanged) = (0, 0, 0);
     for (name, value) in found {
+        // An unchanged value keeps its set time: rotation age is about the value.
         match contents.secrets.get(&name) {
             None => added += 1,
-            Some(old) if old.expose() == value.expose() => unchanged += 1,
+            Some(old) if old.expose() == value.expose() => {
+                unchanged += 1;
+                continue;
+            }
             Some(_) => updated += 1,
         }
-        contents.secrets.insert(name, value);
+        contents.set(&name, value);
     }
     if added + updated > 0 {
         store::write(&loc.store, &key, &contents, &lock)?;
@@ -630,7 +719,7 @@ fn generate(
             "pass --force to replace it with a new random value",
         ));
     }
-    contents.secrets.insert(name.to_owned(), value);
+    contents.set(name, value);
     store::write(&loc.store, &key, &contents, &lock)?;
     let charset = format!("{charset:?}").to_lowercase();
     ui::info(&format!(

@@ -1,5 +1,11 @@
 //! Exec mode: envrun becomes the command (same PID; signals and exit status are the
 //! command's own because there is no envrun process left).
+//!
+//! [`Program`] is shared with supervise mode: the lookup in PATH, and two things a shell does
+//! that `execve` alone does not. A text script without a `#!` line is run with `/bin/sh` (as
+//! `env`, `execvp` and every shell do). And when `execve` fails, the error says why in the
+//! user's terms: a `#!` interpreter that does not exist is named (with a word about CRLF line
+//! endings when the line ends in `\r`) instead of "command not found".
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -34,20 +40,48 @@ impl Program {
                 "the command `{shown}` or an argument contains a NUL byte"
             ))
         };
-        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| nul())?;
-        let args = argv
+        let mut args = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| nul())?;
+        // A script without `#!`: `/bin/sh SCRIPT ARGS...`, so `$0` is the script's path.
+        let path = if head(&path).is_some_and(|h| is_shebangless_script(&h)) && executable(&path) {
+            args[0] = CString::new(path.as_os_str().as_bytes()).map_err(|_| nul())?;
+            args.insert(0, CString::from(c"/bin/sh"));
+            PathBuf::from("/bin/sh")
+        } else {
+            path
+        };
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| nul())?;
         Ok(Program { shown, path, args })
     }
 
-    /// The error for a failed `execve`: 127 when the file is missing, 126 otherwise.
+    /// The error for a failed `execve`: 127 when the file is missing, 126 otherwise (a
+    /// missing `#!` interpreter included: the command itself was found).
     pub fn exec_error(&self, err: io::Error) -> Error {
-        match err.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
+        let path = Path::new(OsStr::from_bytes(self.path.as_bytes()));
+        let shebang = || head(path).and_then(|h| interpreter(&h));
+        match err.raw_os_error() {
+            Some(libc::ENOENT) if path.is_file() => match shebang() {
+                Some((interpreter, crlf)) => Error::Interpreter {
+                    command: self.shown.clone(),
+                    interpreter,
+                    crlf,
+                },
+                None => Error::NotFound {
+                    command: self.shown.clone(),
+                },
+            },
+            Some(libc::ENOENT) => Error::NotFound {
                 command: self.shown.clone(),
+            },
+            Some(libc::ENOEXEC) => Error::CannotRun {
+                command: self.shown.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "it is not a program this system can run (not an executable for this machine, no `#!` line, and not a text script)",
+                ),
             },
             _ => Error::CannotRun {
                 command: self.shown.clone(),
@@ -55,6 +89,43 @@ impl Program {
             },
         }
     }
+}
+
+/// The first bytes of a file (up to 512), if it is a regular file envrun can read.
+fn head(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let (file, _) = crate::fileio::open_regular(path, crate::fileio::Follow::Yes).ok()?;
+    let mut buf = Vec::with_capacity(512);
+    file.take(512).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Text without `#!` or a binary magic: what the kernel refuses with ENOEXEC and a shell
+/// runs with `/bin/sh`. Like bash, a NUL in the first line means binary, not a script.
+fn is_shebangless_script(head: &[u8]) -> bool {
+    let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    !head.is_empty()
+        && !head.starts_with(b"#!")
+        && !head.starts_with(b"\x7fELF")
+        && !first_line.contains(&0)
+}
+
+fn executable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// The interpreter named by a `#!` line, and whether the line ends in `\r` (CRLF endings).
+fn interpreter(head: &[u8]) -> Option<(String, bool)> {
+    let line = head.strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let crlf = line.ends_with(b"\r");
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let name = line
+        .trim_ascii_start()
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .filter(|n| !n.is_empty())?;
+    Some((String::from_utf8_lossy(name).into_owned(), crlf))
 }
 
 /// Replaces this process with `argv`; returns the error if that is impossible.

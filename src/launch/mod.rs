@@ -3,22 +3,36 @@
 //! [`Plan`] is everything the child needs; [`launch`] picks the mode, in one place
 //! ([`Mode::of`]):
 //! - exec ([`exec`]): envrun replaces itself with the command, when nothing needs masking
-//!   or masking is off (`--no-mask`);
-//! - supervise ([`supervise`]): envrun spawns the command, stays as its parent and masks its
-//!   output, when at least one value is secret.
+//!   (or masking is off) and envrun is not PID 1;
+//! - supervise ([`supervise`]): envrun spawns the command and stays as its parent, when it
+//!   masks the output or when it is PID 1 (a container's init must forward signals and reap
+//!   orphans, masking or not).
 //!
 //! In both, the environment block is built in buffers that are wiped: after a failed exec,
 //! or right after the spawn. [`ChildStdio::of`] is the one place that decides what the
-//! child's fds 0/1/2 are in supervise mode.
+//! child's fds 0/1/2 are in supervise mode. Raw system calls live in [`sys`], the only
+//! module allowed `unsafe`.
 
+#[forbid(unsafe_code)]
 mod env_block;
+#[forbid(unsafe_code)]
 mod exec;
+#[forbid(unsafe_code)]
+mod pty;
+#[forbid(unsafe_code)]
 mod pump;
+#[forbid(unsafe_code)]
 mod signals;
+#[forbid(unsafe_code)]
 mod supervise;
+#[allow(unsafe_code)]
+mod sys;
+#[forbid(unsafe_code)]
 mod threads;
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -37,38 +51,94 @@ pub struct Plan {
     pub scrubber: Option<Arc<Scrubber>>,
     /// Whether the child's output is masked (false with `--no-mask`).
     pub mask: bool,
+    /// Whether the child may get a pseudo-terminal (false with `--no-pty`).
+    pub pty: bool,
+    /// Called with how the child ended, in supervise mode, before envrun ends the same way
+    /// (the audit log records it here: after a signal death envrun re-raises the signal).
+    pub on_exit: Option<OnExit>,
+}
+
+/// See [`Plan::on_exit`].
+pub type OnExit = Box<dyn FnOnce(Status)>;
+
+pub use supervise::Status;
+
+impl Plan {
+    /// Whether envrun stays as the command's parent (supervise) rather than exec'ing it.
+    pub fn supervised(&self) -> bool {
+        matches!(Mode::of(self, is_pid_1()), Mode::Supervise(_))
+    }
+}
+
+/// Whether envrun is PID 1 (a container's init): then it never execs.
+fn is_pid_1() -> bool {
+    nix::unistd::getpid().as_raw() == 1
 }
 
 /// How the child runs.
 enum Mode {
     Exec,
-    Supervise(Arc<Scrubber>),
+    /// With the scrubber when the output is masked.
+    Supervise(Option<Arc<Scrubber>>),
 }
 
 impl Mode {
     /// The one place the mode is chosen: supervise when there is a secret to mask and
-    /// masking is on. A value too short to mask still counts (it is reported instead):
-    /// whether envrun stays must not depend on how long a secret happens to be.
-    fn of(plan: &Plan) -> Mode {
+    /// masking is on, or when envrun is PID 1; exec otherwise. A value too short to mask
+    /// still counts (it is reported instead): whether envrun stays must not depend on how
+    /// long a secret happens to be.
+    fn of(plan: &Plan, pid_1: bool) -> Mode {
         match &plan.scrubber {
-            Some(s) if plan.mask => Mode::Supervise(Arc::clone(s)),
+            Some(s) if plan.mask => Mode::Supervise(Some(Arc::clone(s))),
+            _ if pid_1 => Mode::Supervise(None),
             _ => Mode::Exec,
         }
     }
 }
 
 /// What the child's fds 0, 1 and 2 are in supervise mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildStdio {
-    /// fd 0 is envrun's own, untouched (interactive tools and pipes work); 1 and 2 are
-    /// pipes that envrun reads, masks and copies to its own 1 and 2.
-    Pipes,
+    /// Nothing to mask (envrun is PID 1 only to be init): envrun's own fds 0/1/2, untouched.
+    Inherit,
+    /// fd 0 is envrun's own; 1 and 2 are pipes that envrun reads, masks and copies to its
+    /// own 1 and 2, or one pipe for both when envrun's 1 and 2 are the same open file
+    /// (`2>&1`), so the reader sees the order the child wrote in.
+    Pipes { merged: bool },
+    /// A new pseudo-terminal, the child's controlling terminal and its fd 1; also its fd 0
+    /// and fd 2 where envrun's are terminals (`stdin`, `stderr`). A stream that is not a
+    /// terminal stays as in `Pipes`: fd 0 envrun's own, fd 2 a masked pipe.
+    Pty { stdin: bool, stderr: bool },
 }
 
 impl ChildStdio {
-    /// The one place this is decided. (A pseudo-terminal when envrun's stdout is a
-    /// terminal is planned: it becomes another variant chosen here.)
-    fn of() -> ChildStdio {
-        ChildStdio::Pipes
+    /// The one place this is decided, from envrun's own fds 0/1/2.
+    fn of(mask: bool, pty_allowed: bool) -> ChildStdio {
+        if !mask {
+            return ChildStdio::Inherit;
+        }
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        if pty_allowed && stdout.is_terminal() {
+            return ChildStdio::Pty {
+                stdin: stdin.is_terminal(),
+                stderr: stderr.is_terminal(),
+            };
+        }
+        ChildStdio::Pipes {
+            merged: same_file(stdout.as_fd(), stderr.as_fd()),
+        }
+    }
+}
+
+/// Whether fds 1 and 2 lead to the same place: the same open file description (`2>&1`),
+/// or, when the kernel cannot say, the same file (device and inode).
+fn same_file(a: std::os::fd::BorrowedFd<'_>, b: std::os::fd::BorrowedFd<'_>) -> bool {
+    if let Some(same) = sys::same_open_file(a, b) {
+        return same;
+    }
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
     }
 }
 
@@ -107,13 +177,14 @@ pub fn scrubber(
 /// Runs the plan. In exec mode this returns only if the command could not be started; in
 /// supervise mode it returns the status envrun should exit with.
 pub fn launch(plan: Plan) -> Result<i32, Error> {
-    let mode = Mode::of(&plan);
+    let mode = Mode::of(&plan, is_pid_1());
     let block = EnvBlock::build(&plan.env)?;
     drop(plan.env);
     match mode {
         Mode::Exec => Err(exec::exec(&plan.argv, &block)),
         Mode::Supervise(scrubber) => {
-            supervise::supervise(&plan.argv, block, &scrubber, ChildStdio::of())
+            let stdio = ChildStdio::of(scrubber.is_some(), plan.pty);
+            supervise::supervise(&plan.argv, block, scrubber.as_ref(), stdio, plan.on_exit)
         }
     }
 }

@@ -1,18 +1,23 @@
-//! Copies the child's output to envrun's own stdout and stderr, through the scrubber.
+//! Copies the child's output to envrun's own stdout and stderr, through the scrubber, and in
+//! pty mode the user's keystrokes to the child.
 //!
-//! One thread polls every output of the child (stdout and stderr now; a pseudo-terminal
-//! later) and gives each its own [`ScrubStream`], so the two are masked and kept apart
-//! exactly as the child wrote them. Bytes that could still begin a secret are held back;
-//! when a stream has been silent for [`IDLE_FLUSH`] they are written out (a prompt without
-//! a newline is not delayed longer than that).
+//! One thread polls every output of the child (a pipe per stream, one pipe for both, or the
+//! pty) and gives each its own [`ScrubStream`], so streams are masked and kept apart exactly
+//! as the child wrote them. Bytes that could still begin a secret are held back; when a
+//! stream has been silent for [`IDLE_FLUSH`] they are written out (a prompt without a
+//! newline, or the echo of a key, is not delayed longer than that).
 //!
 //! When the supervisor says the child has exited, the pump drains what is left and stops
 //! at end of file, or after [`DRAIN_GRACE`] if a grandchild still holds a pipe open (a
-//! daemon started in the background must not keep envrun alive).
+//! daemon started in the background must not keep envrun alive). It never decides how long
+//! to keep writing to a slow reader: the supervisor may stop waiting for it (see
+//! `supervise::finish`).
 //!
 //! If envrun's own stdout or stderr is gone (`envrun -- yes | head -1`), the pump closes its
 //! end of that pipe, so the child gets `EPIPE`/`SIGPIPE` on its next write exactly as it
-//! would without envrun, and envrun itself lives on to report the child's status.
+//! would without envrun. Any other write error (a full disk, an I/O error) is reported once,
+//! naming the stream, and handled the same way; [`Report::write_failed`] then makes envrun
+//! exit non-zero.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,9 +41,13 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// One read's worth, and the capacity the supervisor asks for the child's stdout pipe.
 pub const CHUNK: usize = 1024 * 1024;
 
+/// Keystrokes are read this many at a time: a paste is rarely longer, and the pty's input
+/// queue (4 KiB) could not take more at once anyway.
+const INPUT_CHUNK: usize = 4096;
+
 /// An output of the child and where its scrubbed bytes go.
 pub struct Output {
-    /// The read end of the child's pipe.
+    /// The read end of the child's pipe, or the pty's master.
     pub from: OwnedFd,
     /// Where the scrubbed bytes go.
     pub to: Sink,
@@ -50,6 +59,15 @@ pub enum Sink {
     Stderr(std::io::Stderr),
 }
 
+impl Sink {
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::Stdout(_) => "stdout",
+            Sink::Stderr(_) => "stderr",
+        }
+    }
+}
+
 impl AsFd for Sink {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
@@ -59,14 +77,35 @@ impl AsFd for Sink {
     }
 }
 
+/// In pty mode: envrun's stdin (a terminal in raw mode) copied to the pty's master.
+pub struct Input {
+    pub from: std::io::Stdin,
+    /// The master, non-blocking (a child that does not read must not stall its output).
+    pub to: OwnedFd,
+}
+
+/// What the pump has to tell the supervisor when it is done.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    /// A write to envrun's stdout or stderr failed (not with `EPIPE`): output was lost.
+    pub write_failed: bool,
+}
+
+/// A running pump. `done` becomes readable (end of file) when the thread has finished.
+pub struct Pump {
+    pub thread: JoinHandle<Report>,
+    pub done: OwnedFd,
+}
+
 /// Starts the pump thread. It stops when every output is at end of file, or
 /// [`DRAIN_GRACE`] after `exited` becomes readable (its write end is closed when the child
 /// has exited).
 pub fn start(
     outputs: Vec<Output>,
+    input: Option<Input>,
     scrubber: &Arc<Scrubber>,
     exited: OwnedFd,
-) -> Result<JoinHandle<()>, Error> {
+) -> Result<Pump, Error> {
     let streams: Vec<Stream> = outputs
         .into_iter()
         .map(|o| Stream {
@@ -76,10 +115,24 @@ pub fn start(
             last_data: Instant::now(),
         })
         .collect();
-    std::thread::Builder::new()
+    let relay = input.map(|i| Relay {
+        from: Some(i.from),
+        to: i.to,
+        pending: Zeroizing::new(Vec::with_capacity(INPUT_CHUNK)),
+    });
+    let (done_r, done_w) = super::supervise::pipe()?;
+    let thread = std::thread::Builder::new()
         .name(String::from("envrun-pump"))
-        .spawn(move || run(streams, exited))
-        .map_err(|e| Error::io("start the output thread", e))
+        .spawn(move || {
+            let report = run(streams, relay, exited);
+            drop(done_w);
+            report
+        })
+        .map_err(|e| Error::io("start the output thread", e))?;
+    Ok(Pump {
+        thread,
+        done: done_r,
+    })
 }
 
 struct Stream {
@@ -90,15 +143,30 @@ struct Stream {
     last_data: Instant,
 }
 
-fn run(mut streams: Vec<Stream>, exited: OwnedFd) {
+struct Relay {
+    /// `None` once envrun's stdin is at end of file or unreadable.
+    from: Option<std::io::Stdin>,
+    to: OwnedFd,
+    /// Read from the terminal, not yet taken by the pty.
+    pending: Zeroizing<Vec<u8>>,
+}
+
+/// Where each polled fd is in the poll list.
+#[derive(Clone, Copy)]
+enum Slot {
+    Output(usize),
+    Exited,
+    Keys,
+    KeysOut,
+}
+
+fn run(mut streams: Vec<Stream>, mut relay: Option<Relay>, exited: OwnedFd) -> Report {
+    let mut report = Report::default();
     let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
     let mut out = Zeroizing::new(Vec::with_capacity(CHUNK * 2));
     let mut deadline: Option<Instant> = None;
     loop {
-        let open: Vec<usize> = (0..streams.len())
-            .filter(|i| streams[*i].from.is_some())
-            .collect();
-        if open.is_empty() {
+        if streams.iter().all(|s| s.from.is_none()) {
             break;
         }
         let now = Instant::now();
@@ -106,43 +174,57 @@ fn run(mut streams: Vec<Stream>, exited: OwnedFd) {
             break;
         }
         let timeout = next_timeout(&streams, deadline, now);
-        let mut fds: Vec<PollFd> = open
-            .iter()
-            .map(|i| {
-                let fd = streams[*i].from.as_ref().expect("open").as_fd();
-                PollFd::new(fd, PollFlags::POLLIN)
-            })
-            .collect();
+        let mut slots = Vec::with_capacity(streams.len() + 3);
+        let mut fds = Vec::with_capacity(streams.len() + 3);
+        for (i, s) in streams.iter().enumerate() {
+            if let Some(from) = &s.from {
+                slots.push(Slot::Output(i));
+                fds.push(PollFd::new(from.as_fd(), PollFlags::POLLIN));
+            }
+        }
         if deadline.is_none() {
+            slots.push(Slot::Exited);
             fds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(r) = &relay {
+            if !r.pending.is_empty() {
+                slots.push(Slot::KeysOut);
+                fds.push(PollFd::new(r.to.as_fd(), PollFlags::POLLOUT));
+            } else if let Some(stdin) = &r.from {
+                slots.push(Slot::Keys);
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
         }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             // poll on valid fds does not fail otherwise; stop rather than spin.
             Err(_) => break,
         }
-        let ready: Vec<bool> = fds
+        let ready: Vec<Slot> = fds
             .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .zip(&slots)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, slot)| *slot)
             .collect();
         drop(fds);
-        if deadline.is_none() && ready[open.len()] {
-            deadline = Some(Instant::now() + DRAIN_GRACE);
-        }
-        for (k, i) in open.iter().enumerate() {
-            if ready[k] {
-                pump_once(&mut streams[*i], &mut buf, &mut out);
+        for slot in ready {
+            match slot {
+                Slot::Output(i) => pump_once(&mut streams[i], &mut buf, &mut out, &mut report),
+                Slot::Exited => deadline = Some(Instant::now() + DRAIN_GRACE),
+                Slot::Keys => read_keys(relay.as_mut().expect("polled")),
+                Slot::KeysOut => write_keys(&mut relay),
             }
         }
-        flush_idle(&mut streams, &mut out);
+        flush_idle(&mut streams, &mut out, &mut report);
     }
     // Streams still open here outlived the drain deadline; the others were flushed at end
     // of file, or their destination is gone.
     for s in streams.iter_mut().filter(|s| s.from.is_some()) {
         out.clear();
         s.scrub.flush(&mut out);
-        let _ = write_all(s.to.as_fd(), &out);
+        deliver(s, &out, &mut report);
     }
+    report
 }
 
 /// Until the next idle flush is due, or the drain deadline; forever if neither.
@@ -167,14 +249,15 @@ fn next_timeout(streams: &[Stream], deadline: Option<Instant>, now: Instant) -> 
 }
 
 /// Reads once from a ready stream and writes what the scrubber lets through.
-fn pump_once(s: &mut Stream, buf: &mut [u8], out: &mut Vec<u8>) {
+fn pump_once(s: &mut Stream, buf: &mut [u8], out: &mut Vec<u8>, report: &mut Report) {
     let Some(from) = s.from.as_ref() else {
         return;
     };
     let n = match nix::unistd::read(from, buf) {
         Ok(n) => n,
         Err(Errno::EINTR | Errno::EAGAIN) => return,
-        // EOF, or an error reading our own pipe: either way nothing more will come.
+        // EOF, or an error reading our own pipe (EIO: the pty's last slave fd is closed):
+        // either way nothing more will come.
         Err(_) => 0,
     };
     out.clear();
@@ -185,23 +268,41 @@ fn pump_once(s: &mut Stream, buf: &mut [u8], out: &mut Vec<u8>) {
         s.scrub.write(&buf[..n], out);
         s.last_data = Instant::now();
     }
-    if !out.is_empty() && write_all(s.to.as_fd(), out).is_err() {
-        // envrun's side is gone: close the child's pipe so the child sees it too.
-        s.from = None;
-    }
+    deliver(s, out, report);
 }
 
 /// Writes out held-back bytes of streams that have been silent for [`IDLE_FLUSH`].
-fn flush_idle(streams: &mut [Stream], out: &mut Vec<u8>) {
+fn flush_idle(streams: &mut [Stream], out: &mut Vec<u8>, report: &mut Report) {
     let now = Instant::now();
     for s in streams.iter_mut() {
         if s.from.is_some() && s.scrub.pending() > 0 && now >= s.last_data + IDLE_FLUSH {
             out.clear();
             s.scrub.flush(out);
-            if !out.is_empty() && write_all(s.to.as_fd(), out).is_err() {
-                s.from = None;
-            }
+            deliver(s, out, report);
         }
+    }
+}
+
+/// Writes `bytes` to the stream's destination. If that fails, closes the child's end, so
+/// its next write fails as it would have without envrun; a failure other than a closed pipe
+/// is reported (once: the stream is closed after it).
+fn deliver(s: &mut Stream, bytes: &[u8], report: &mut Report) {
+    if bytes.is_empty() {
+        return;
+    }
+    let Err(e) = write_all(s.to.as_fd(), bytes) else {
+        return;
+    };
+    let was_open = s.from.take().is_some();
+    if e.raw_os_error() != Some(libc::EPIPE) && (was_open || !report.write_failed) {
+        report.write_failed = true;
+        crate::ui::error(&Error::io(
+            format!(
+                "cannot write the command's {} (its output is incomplete)",
+                s.to.name()
+            ),
+            e,
+        ));
     }
 }
 
@@ -216,4 +317,44 @@ fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads what the user typed (the relay's pending buffer is empty when this is polled).
+fn read_keys(r: &mut Relay) {
+    let Some(stdin) = &r.from else {
+        return;
+    };
+    let mut buf = Zeroizing::new([0u8; INPUT_CHUNK]);
+    match nix::unistd::read(stdin.as_fd(), &mut buf[..]) {
+        Ok(0) => r.from = None,
+        Ok(n) => r.pending.extend_from_slice(&buf[..n]),
+        Err(Errno::EINTR | Errno::EAGAIN) => {}
+        // With SIGTTIN blocked, a read from the background fails with EIO instead of
+        // stopping envrun: stop as the signal would have, and read again once continued.
+        Err(Errno::EIO) if in_background(stdin.as_fd()) => {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGSTOP);
+        }
+        Err(_) => r.from = None,
+    }
+}
+
+/// Whether envrun's terminal has a foreground process group other than envrun's.
+fn in_background(fd: BorrowedFd<'_>) -> bool {
+    nix::unistd::tcgetpgrp(fd).is_ok_and(|g| g != nix::unistd::getpgrp())
+}
+
+/// Passes pending keystrokes to the pty, as many as it takes now.
+fn write_keys(relay: &mut Option<Relay>) {
+    let Some(r) = relay.as_mut() else {
+        return;
+    };
+    match nix::unistd::write(&r.to, &r.pending) {
+        Ok(n) => {
+            r.pending.drain(..n);
+        }
+        Err(Errno::EINTR | Errno::EAGAIN) => {}
+        // The child's side is gone (EIO): nobody is left to type to.
+        Err(_) => *relay = None,
+    }
 }

@@ -1,37 +1,60 @@
 //! Supervise mode: envrun starts the command as its child and stays as its parent, as tini
-//! does, so that it can mask the child's output.
+//! does, to mask the child's output, or (as PID 1) to be the container's init.
 //!
 //! [`supervise`] is the list of steps; each is a small function that names the syscall it
 //! reports on failure. In order: look the program up (before anything changes, so a typo
 //! costs nothing), block the signals envrun takes over, become a subreaper, make the
-//! child's stdout and stderr, fork and exec the child with the signal mask envrun started
-//! with, wipe the environment block, start the output pump, then wait: forward signals,
-//! reap zombies, and when the child has exited, finish the output and end as it did.
+//! child's stdio (pipes or a pty), fork and exec the child with the signal mask envrun
+//! started with, wipe the environment block, put the terminal in raw mode (pty mode), start
+//! the pump, then wait: forward signals, reap zombies, and when the child has exited,
+//! finish the output (reading signals all along) and end as the child did.
 //!
 //! The child is started with `fork` + `execve` rather than `std::process::Command`, because
 //! `Command` copies the environment into buffers of its own that nobody wipes; here the only
 //! copy is the [`EnvBlock`], wiped on drop right after the spawn.
 //!
 //! What this module leaves to others: which signals are forwarded ([`super::signals`]),
-//! copying and masking the output ([`super::pump`]), and what the child's fds 0/1/2 are
-//! ([`super::ChildStdio`], decided in `launch`).
+//! copying and masking the output ([`super::pump`]), the terminals ([`super::pty`]), what
+//! the child's fds 0/1/2 are ([`super::ChildStdio`], decided in `launch`) and the raw
+//! syscalls ([`super::sys`]).
 
-use std::ffi::{CString, OsString, c_char};
+use std::ffi::{CStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::{ForkResult, Pid, getpgid, getpgrp, getpid, getppid};
 
 use super::exec::Program;
-use super::pump::{self, Output, Sink};
-use super::signals::{self, Action};
+use super::pty::{self, Terminal};
+use super::pump::{self, Input, Output, Pump, Report, Sink};
+use super::signals::{self, Action, Received};
+use super::sys::{self, CArray};
 use super::{ChildStdio, EnvBlock};
 use crate::error::{EXIT_ENVRUN, Error};
 use crate::scrub::Scrubber;
+
+/// After a request to stop (`SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`) and the child's exit,
+/// how long envrun keeps writing the child's last output to a reader that does not take it.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Signals that ask envrun (and so the child) to stop.
+const STOP_REQUESTS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// How the output ended, after the child's exit.
+enum Finished {
+    /// All of it was written (or its reader is gone), as the pump reports.
+    Written(Report),
+    /// A stop request ended the child, and [`STOP_GRACE`] later some was still unwritten.
+    Cut,
+    /// This signal asked envrun to stop while it was still writing.
+    Stopped(i32),
+}
 
 /// How the child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +65,13 @@ pub enum Status {
 
 /// Runs `argv` as a supervised child with `env` as its whole environment, and returns the
 /// exit status for envrun (after death by signal N, envrun first tries to die by N itself).
+/// With a scrubber the child's output is masked; without, the child has envrun's stdio.
 pub fn supervise(
     argv: &[OsString],
     env: EnvBlock,
-    scrubber: &Arc<Scrubber>,
+    scrubber: Option<&Arc<Scrubber>>,
     stdio: ChildStdio,
+    on_exit: Option<super::OnExit>,
 ) -> Result<i32, Error> {
     let command = Program::prepare(argv, &env)?;
     super::threads::ensure_single()?;
@@ -54,17 +79,44 @@ pub fn supervise(
     signals::default_sigchld();
     let sfd = signals::signalfd()?;
     become_subreaper();
-    let (child_fds, outputs) = make_stdio(stdio)?;
+    let Stdio {
+        child: child_fds,
+        outputs,
+        input,
+        terminal,
+        master,
+    } = make_stdio(stdio)?;
     let child = spawn(&command, &env, &blocked.original, child_fds)?;
     // The child has its own copy now; this was the last one in envrun.
     drop(env);
+    let mut run = Run {
+        sfd,
+        child,
+        terminal,
+        master,
+        stop_requested: false,
+    };
+    run.resume_terminal();
     let (exited_r, exited_w) = pipe()?;
-    let pump = pump::start(outputs, scrubber, exited_r)?;
-    let status = wait_for_child(&sfd, child)?;
+    let pump = match scrubber {
+        Some(s) if !outputs.is_empty() => Some(pump::start(outputs, input, s, exited_r)?),
+        _ => None,
+    };
+    let status = run.wait_for_child()?;
     drop(exited_w);
-    // The pump thread only reads and writes; it cannot panic on bad input.
-    let _ = pump.join();
-    Ok(end_like(status))
+    let finished = run.finish(pump)?;
+    run.restore_terminal();
+    // The audit log records how the child ended, before envrun ends the same way.
+    if let Some(f) = on_exit {
+        f(status);
+    }
+    match finished {
+        // The output is incomplete: whatever the child says, this run did not succeed.
+        Finished::Written(report) if report.write_failed => Ok(EXIT_ENVRUN),
+        Finished::Written(_) | Finished::Cut => Ok(end_like(status)),
+        // Told to stop while still writing the dead child's output: end as told.
+        Finished::Stopped(signo) => Ok(end_like(Status::Signaled(signo))),
+    }
 }
 
 /// With `PR_SET_CHILD_SUBREAPER`, orphaned descendants are re-parented to envrun (not to
@@ -80,38 +132,105 @@ fn become_subreaper() {
     }
 }
 
-/// The child's ends of its stdio, moved onto its fds 0/1/2 after the fork.
+/// The child's fds 0/1/2 (`None`: envrun's own, inherited), moved into place after the
+/// fork; `session`: the child starts a session with fd 1 (a pty) as controlling terminal.
 struct ChildFds {
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    stdio: [Option<OwnedFd>; 3],
+    session: bool,
 }
 
-/// Makes what `stdio` says: the child's ends and the outputs the pump reads.
-fn make_stdio(stdio: ChildStdio) -> Result<(ChildFds, Vec<Output>), Error> {
+/// What [`make_stdio`] makes.
+struct Stdio {
+    child: ChildFds,
+    outputs: Vec<Output>,
+    input: Option<Input>,
+    /// envrun's own terminal, when it relays keystrokes to a pty.
+    terminal: Option<Terminal>,
+    /// The pty's master (a duplicate, for window sizes), in pty mode.
+    master: Option<OwnedFd>,
+}
+
+/// Makes what `stdio` says: the child's ends and what the pump reads and writes.
+fn make_stdio(stdio: ChildStdio) -> Result<Stdio, Error> {
+    let stdout = || Sink::Stdout(std::io::stdout());
+    let stderr = || Sink::Stderr(std::io::stderr());
+    let mut made = Stdio {
+        child: ChildFds {
+            stdio: [None, None, None],
+            session: false,
+        },
+        outputs: Vec::new(),
+        input: None,
+        terminal: None,
+        master: None,
+    };
     match stdio {
-        ChildStdio::Pipes => {
+        ChildStdio::Inherit => {}
+        ChildStdio::Pipes { merged } => {
             let (out_r, out_w) = pipe()?;
-            let (err_r, err_w) = pipe()?;
             widen(&out_r);
-            let outputs = vec![
-                Output {
-                    from: out_r,
-                    to: Sink::Stdout(std::io::stdout()),
-                },
-                Output {
+            made.outputs.push(Output {
+                from: out_r,
+                to: stdout(),
+            });
+            if merged {
+                made.child.stdio[2] = Some(dup(&out_w)?);
+            } else {
+                let (err_r, err_w) = pipe()?;
+                made.outputs.push(Output {
                     from: err_r,
-                    to: Sink::Stderr(std::io::stderr()),
+                    to: stderr(),
+                });
+                made.child.stdio[2] = Some(err_w);
+            }
+            made.child.stdio[1] = Some(out_w);
+        }
+        ChildStdio::Pty {
+            stdin,
+            stderr: stderr_tty,
+        } => {
+            let pty = pty::open(std::io::stdout().as_fd())?;
+            made.child.session = true;
+            if stdin {
+                made.child.stdio[0] = Some(dup(&pty.slave)?);
+                let keys = dup(&pty.master)?;
+                nix::fcntl::fcntl(&keys, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                    .map_err(|e| Error::io("fcntl(O_NONBLOCK)", e.into()))?;
+                made.input = Some(Input {
+                    from: std::io::stdin(),
+                    to: keys,
+                });
+                made.terminal = Some(Terminal::take()?);
+            }
+            if stderr_tty {
+                made.child.stdio[2] = Some(dup(&pty.slave)?);
+            } else {
+                let (err_r, err_w) = pipe()?;
+                made.outputs.push(Output {
+                    from: err_r,
+                    to: stderr(),
+                });
+                made.child.stdio[2] = Some(err_w);
+            }
+            made.master = Some(dup(&pty.master)?);
+            made.child.stdio[1] = Some(pty.slave);
+            made.outputs.insert(
+                0,
+                Output {
+                    from: pty.master,
+                    to: stdout(),
                 },
-            ];
-            Ok((
-                ChildFds {
-                    stdout: out_w,
-                    stderr: err_w,
-                },
-                outputs,
-            ))
+            );
         }
     }
+    Ok(made)
+}
+
+/// A close-on-exec duplicate above fd 2.
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, Error> {
+    // try_clone is fcntl(F_DUPFD_CLOEXEC, 3): the lowest free fd from 3 up.
+    fd.try_clone()
+        .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))
 }
 
 /// A bigger pipe for stdout means fewer, larger reads and context switches when the child
@@ -124,47 +243,37 @@ fn widen(pipe: &OwnedFd) {
 
 /// A close-on-exec pipe whose ends are both above fd 2, so that moving one onto the
 /// child's fd 1 or 2 can never clobber the other (envrun may start with 0/1/2 closed).
-fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe2", e.into()))?;
-    Ok((above_stdio(r)?, above_stdio(w)?))
+    Ok((cloexec_above_stdio(r)?, cloexec_above_stdio(w)?))
 }
 
-fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Error> {
+/// `fd`, or a duplicate of it, that is close-on-exec and above fd 2.
+pub fn cloexec_above_stdio(fd: OwnedFd) -> Result<OwnedFd, Error> {
     if fd.as_raw_fd() > 2 {
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::io("fcntl(FD_CLOEXEC)", e.into()))?;
         return Ok(fd);
     }
-    // try_clone is fcntl(F_DUPFD_CLOEXEC, 3): the lowest free fd from 3 up.
-    fd.try_clone()
-        .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))
+    dup(&fd)
 }
 
 /// Forks and execs the child. Returns its PID once `execve` has succeeded, or the error
 /// `execve` failed with (reported through a close-on-exec pipe: end of file means success).
-#[allow(unsafe_code)]
 fn spawn(
     command: &Program,
     env: &EnvBlock,
     original_mask: &SigSet,
     fds: ChildFds,
 ) -> Result<Pid, Error> {
-    let argv: Vec<*const c_char> = command
-        .args
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const c_char> = env
-        .as_cstrs()
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv = CArray::new(command.args.iter().map(|a| a.as_c_str()));
+    let envp = CArray::new(env.as_cstrs());
     let (report_r, report_w) = pipe()?;
     let parent = getpid();
-    // SAFETY: envrun has a single thread here (the resolver's threads have been joined and
-    // the pump starts after this), so the child cannot inherit a lock held by another
-    // thread. The child only makes async-signal-safe syscalls and then execs or _exits.
-    match unsafe { nix::unistd::fork() } {
+    match sys::fork() {
         Ok(ForkResult::Child) => {
             let setup = ChildSetup {
                 parent,
@@ -211,16 +320,15 @@ fn read_exec_report(fd: &OwnedFd) -> Option<i32> {
 /// Everything the child needs between fork and exec, prepared by the parent.
 struct ChildSetup<'a> {
     parent: Pid,
-    path: &'a CString,
-    argv: &'a [*const c_char],
-    envp: &'a [*const c_char],
+    path: &'a CStr,
+    argv: &'a CArray<'a>,
+    envp: &'a CArray<'a>,
     mask: &'a SigSet,
     fds: &'a ChildFds,
     report: &'a OwnedFd,
 }
 
 /// In the forked child: set up and exec. Only async-signal-safe calls, no allocation.
-#[allow(unsafe_code)]
 fn exec_child(s: &ChildSetup) -> ! {
     let fail = |errno: Errno| report_and_exit(s.report, errno);
     // If envrun dies (even by SIGKILL) the child is killed: it holds the secrets and would
@@ -232,10 +340,30 @@ fn exec_child(s: &ChildSetup) -> ! {
     if getppid() != s.parent {
         fail(Errno::ESRCH);
     }
-    if let Err(e) = nix::unistd::dup2_stdout(s.fds.stdout.as_fd()) {
+    if s.fds.session
+        && let Err(e) = nix::unistd::setsid()
+    {
         fail(e);
     }
-    if let Err(e) = nix::unistd::dup2_stderr(s.fds.stderr.as_fd()) {
+    let [stdin, stdout, stderr] = &s.fds.stdio;
+    if let Some(fd) = stdin
+        && let Err(e) = nix::unistd::dup2_stdin(fd.as_fd())
+    {
+        fail(e);
+    }
+    if let Some(fd) = stdout
+        && let Err(e) = nix::unistd::dup2_stdout(fd.as_fd())
+    {
+        fail(e);
+    }
+    if let Some(fd) = stderr
+        && let Err(e) = nix::unistd::dup2_stderr(fd.as_fd())
+    {
+        fail(e);
+    }
+    if s.fds.session
+        && let Err(e) = sys::set_controlling_terminal(std::io::stdout().as_fd())
+    {
         fail(e);
     }
     // The mask envrun started with, as in exec mode. std ignores SIGPIPE in every Rust
@@ -244,35 +372,176 @@ fn exec_child(s: &ChildSetup) -> ! {
         fail(e);
     }
     signals::default_sigpipe();
-    // SAFETY: execve gets NUL-terminated strings and NULL-terminated pointer arrays that
-    // the parent built and that live until the exec (this frame never returns).
-    unsafe { libc::execve(s.path.as_ptr(), s.argv.as_ptr(), s.envp.as_ptr()) };
-    fail(Errno::last())
+    fail(sys::execve(s.path, s.argv, s.envp))
 }
 
 /// In the forked child: tells the parent why the exec did not happen, and exits.
-#[allow(unsafe_code)]
 fn report_and_exit(report: &OwnedFd, errno: Errno) -> ! {
     let _ = nix::unistd::write(report, &(errno as i32).to_ne_bytes());
-    // SAFETY: _exit ends the process without running atexit handlers or unwinding, which
-    // is what a forked child that failed to exec must do.
-    unsafe { libc::_exit(EXIT_ENVRUN) }
+    sys::exit_now(EXIT_ENVRUN)
 }
 
-/// The main loop: forward signals, reap zombies, until the child has exited.
-fn wait_for_child(sfd: &SignalFd, child: Pid) -> Result<Status, Error> {
-    let me = getpid();
-    loop {
-        let received = signals::next(sfd)?;
-        match signals::classify(&received, me, || child_in_our_group(child)) {
-            Action::Reap => {
-                if let Some(status) = reap(child)? {
-                    return Ok(status);
+/// The supervisor's state while the child runs.
+struct Run {
+    sfd: SignalFd,
+    child: Pid,
+    /// envrun's own terminal, in raw mode while the child runs on a pty.
+    terminal: Option<Terminal>,
+    /// The pty's master, for window sizes.
+    master: Option<OwnedFd>,
+    /// A signal asking to stop has arrived: the final drain is bounded ([`STOP_GRACE`]).
+    stop_requested: bool,
+}
+
+impl Run {
+    /// The main loop: forward signals, reap zombies, until the child has exited.
+    fn wait_for_child(&mut self) -> Result<Status, Error> {
+        let me = getpid();
+        let child = self.child;
+        loop {
+            let received = signals::next(&self.sfd)?;
+            self.on_any(&received);
+            match signals::classify(&received, me, || child_in_our_group(child)) {
+                Action::Reap => {
+                    if let Some(status) = self.reap()? {
+                        return Ok(status);
+                    }
+                }
+                Action::Forward(signo) => forward(child, signo),
+                Action::Drop => {}
+                Action::Fatal(signo) => self.die(signo),
+            }
+        }
+    }
+
+    /// What every received signal means for envrun itself, whoever sent it.
+    fn on_any(&mut self, received: &Received) {
+        match received.signo {
+            libc::SIGWINCH => self.sync_size(),
+            // Continued (`fg`): raw mode again, and the size may have changed meanwhile.
+            libc::SIGCONT => self.resume_terminal(),
+            s if STOP_REQUESTS.contains(&s) => self.stop_requested = true,
+            _ => {}
+        }
+    }
+
+    /// After the child's exit: waits for the pump to write what is left, still reading
+    /// signals (and reaping), so envrun never hangs on a reader that has stopped reading.
+    /// A request to stop ends the wait at once (envrun then dies by it: the output is
+    /// incomplete), or [`STOP_GRACE`] after the child's exit when it came earlier (it is
+    /// what ended the child, and envrun ends as the child did).
+    fn finish(&mut self, pump: Option<Pump>) -> Result<Finished, Error> {
+        let Some(pump) = pump else {
+            return Ok(Finished::Written(Report::default()));
+        };
+        let deadline = self.stop_requested.then(|| Instant::now() + STOP_GRACE);
+        loop {
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left.as_millis() + 1).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let mut fds = [
+                PollFd::new(pump.done.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("poll", e.into())),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let (done, signalled) = (ready(&fds[0]), ready(&fds[1]));
+            if done {
+                // The thread has returned, so join does not wait. It only reads and writes
+                // and cannot panic on bad input.
+                return Ok(Finished::Written(pump.thread.join().unwrap_or_default()));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Finished::Cut);
+            }
+            if signalled {
+                let received = signals::next(&self.sfd)?;
+                self.on_any(&received);
+                match signals::classify(&received, getpid(), || true) {
+                    Action::Reap => {
+                        self.reap()?;
+                    }
+                    Action::Fatal(signo) => self.die(signo),
+                    _ if STOP_REQUESTS.contains(&received.signo) => {
+                        return Ok(Finished::Stopped(received.signo));
+                    }
+                    // The child is gone: there is nobody to forward to.
+                    _ => {}
                 }
             }
-            Action::Forward(signo) => forward(child, signo),
-            Action::Drop => {}
         }
+    }
+
+    /// Reaps every child that has changed state (the supervised one and any orphan
+    /// re-parented to envrun). Returns the supervised child's status once it has exited.
+    fn reap(&mut self) -> Result<Option<Status>, Error> {
+        let mut status = None;
+        loop {
+            match sys::wait_any() {
+                Ok(None) => return Ok(status),
+                Ok(Some((pid, raw))) if pid == self.child => {
+                    if libc::WIFEXITED(raw) {
+                        status = Some(Status::Exited(libc::WEXITSTATUS(raw)));
+                    } else if libc::WIFSIGNALED(raw) {
+                        status = Some(Status::Signaled(libc::WTERMSIG(raw)));
+                    } else if libc::WIFSTOPPED(raw) {
+                        self.stop_with_child(libc::WSTOPSIG(raw));
+                    }
+                }
+                // An orphaned descendant: reaping it is all there is to do.
+                Ok(Some(_)) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(status),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(Error::io("waitpid", e)),
+            }
+        }
+    }
+
+    /// Job control: when the child is stopped from the terminal (Ctrl-Z) or by a background
+    /// read or write, envrun stops too, so the shell sees the whole job stopped and gets its
+    /// terminal back (restored first). `fg`/`bg` continue envrun, which passes the
+    /// `SIGCONT` on. A plain SIGSTOP of the child alone (a debugger) is not mirrored. As
+    /// PID 1 envrun cannot stop itself and does not try.
+    fn stop_with_child(&mut self, signo: i32) {
+        let job_control = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+        if job_control.contains(&signo) && getpid().as_raw() != 1 {
+            self.restore_terminal();
+            let _ = nix::sys::signal::kill(getpid(), Signal::SIGSTOP);
+        }
+    }
+
+    /// Raw mode on envrun's terminal (if it relays keys to a pty) and the current size.
+    fn resume_terminal(&mut self) {
+        if let Some(t) = self.terminal.as_mut() {
+            t.enter_raw();
+        }
+        self.sync_size();
+    }
+
+    fn restore_terminal(&mut self) {
+        if let Some(t) = self.terminal.as_mut() {
+            t.restore();
+        }
+    }
+
+    fn sync_size(&self) {
+        if let Some(master) = &self.master {
+            pty::sync_size(std::io::stdout().as_fd(), master.as_fd());
+        }
+    }
+
+    /// A fault signal of envrun's own: the terminal back, then die by it.
+    fn die(&mut self, signo: i32) -> ! {
+        self.restore_terminal();
+        signals::die_by(signo);
+        std::process::exit(128 + signo)
     }
 }
 
@@ -287,43 +556,6 @@ fn forward(child: Pid, signo: i32) {
         && e.raw_os_error() != Some(libc::ESRCH)
     {
         crate::ui::warn(&format!("kill({}, {signo}): {e}", child.as_raw()));
-    }
-}
-
-/// Reaps every child that has changed state (the supervised one and any orphan re-parented
-/// to envrun). Returns the supervised child's status once it has exited.
-fn reap(child: Pid) -> Result<Option<Status>, Error> {
-    let mut status = None;
-    loop {
-        match signals::wait_any() {
-            Ok(None) => return Ok(status),
-            Ok(Some((pid, raw))) if pid == child => {
-                if libc::WIFEXITED(raw) {
-                    status = Some(Status::Exited(libc::WEXITSTATUS(raw)));
-                } else if libc::WIFSIGNALED(raw) {
-                    status = Some(Status::Signaled(libc::WTERMSIG(raw)));
-                } else if libc::WIFSTOPPED(raw) {
-                    stop_with_child(libc::WSTOPSIG(raw));
-                }
-            }
-            // An orphaned descendant: reaping it is all there is to do.
-            Ok(Some(_)) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(status),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => return Err(Error::io("waitpid", e)),
-        }
-    }
-}
-
-/// Job control: when the child is stopped from the terminal (Ctrl-Z) or by a background
-/// read or write, envrun stops too, so the shell sees the whole job stopped and gives the
-/// terminal back. `fg`/`bg` continue both (the shell signals the whole process group).
-/// A plain SIGSTOP of the child alone (a debugger) is not mirrored. As PID 1 envrun
-/// cannot stop itself and does not try.
-fn stop_with_child(signo: i32) {
-    let job_control = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
-    if job_control.contains(&signo) && getpid().as_raw() != 1 {
-        let _ = nix::sys::signal::kill(getpid(), Signal::SIGSTOP);
     }
 }
 

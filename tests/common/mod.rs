@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod proxy;
 pub mod server;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envrun");
@@ -173,7 +174,9 @@ impl Run {
             // The child may exit without reading; a broken pipe is fine.
             let _ = stdin.write_all(&bytes);
         }
-        child.wait_with_output().expect("wait for envrun")
+        let out = child.wait_with_output().expect("wait for envrun");
+        assert_no_internals(&out.stderr);
+        out
     }
 
     pub fn done(self) -> Done {
@@ -252,6 +255,39 @@ impl Done {
     }
 }
 
+/// Words of Rust and of envrun's libraries that a user must never read in an envrun message
+/// ("use Option<String>", "set DuplicateKeyPolicy in Options", "untagged enum DotenvFile",
+/// "AliasAnchorRatio {...}"): every message envrun prints in every test is checked.
+pub const INTERNAL_WORDS: &[&str] = &[
+    "Option<",
+    "DuplicateKeyPolicy",
+    "in Options",
+    "untagged enum",
+    "did not match any variant",
+    "AliasAnchorRatio",
+    "breached",
+    "serde",
+    "saphyr",
+    "Vec<",
+    "PathBuf",
+    "String>",
+    "invalid type:",
+    "Os {",
+    "Kind(",
+];
+
+/// Fails if a line envrun itself printed (`envrun: ...`) names library internals.
+pub fn assert_no_internals(stderr: &[u8]) {
+    for line in String::from_utf8_lossy(stderr).lines() {
+        if !line.starts_with("envrun:") {
+            continue;
+        }
+        if let Some(w) = INTERNAL_WORDS.iter().find(|w| line.contains(*w)) {
+            panic!("envrun's message names a library internal ({w:?}): {line}");
+        }
+    }
+}
+
 /// True if `path` exists (for marker files that prove a child did or did not run).
 pub fn exists(path: &Path) -> bool {
     path.exists()
@@ -283,5 +319,22 @@ pub fn debian_tool(bin: &str, package: &str) -> PathBuf {
     match (status, find()) {
         (Ok(s), Some(p)) if s.success() => p,
         _ => panic!("this test needs `{bin}`: install the Debian package `{package}`"),
+    }
+}
+
+/// Whether every tool a test needs is on PATH. If one is missing the test should return
+/// early: this prints which tool and that the test is skipped, instead of failing or
+/// installing anything.
+pub fn tools_or_skip(test: &str, tools: &[&str]) -> bool {
+    let on_path = |bin: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(bin).is_file()))
+    };
+    match tools.iter().find(|t| !on_path(t)) {
+        None => true,
+        Some(missing) => {
+            eprintln!("skipped {test}: `{missing}` is not installed");
+            false
+        }
     }
 }

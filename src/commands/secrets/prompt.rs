@@ -7,7 +7,11 @@
 //! SIGINT. SIGTERM, SIGHUP and SIGQUIT sent from outside are blocked while the terminal is
 //! changed and polled through a signalfd, with the same restore-then-raise. A guard restores
 //! the terminal on errors and panics. Line editing is minimal: Backspace, Ctrl-U (erase
-//! all), Ctrl-D (end of input), Enter.
+//! all), Ctrl-D (end of input), Enter. Any other key that sends a control character or an
+//! escape sequence (arrows, Home, Delete, Tab, function keys) makes the value refused once
+//! Enter is pressed: the screen would not match the bytes (Left-arrow then typing does not
+//! insert, it appends `ESC [ D`). Piped stdin is not edited at all: it is stored byte for
+//! byte.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -38,6 +42,7 @@ pub fn read_hidden(prompt: &str, max: usize) -> Result<Secret, Error> {
 
     // Sized before it is filled, so pushing never reallocates and leaves copies behind.
     let mut value = Zeroizing::new(Vec::with_capacity(max + 1));
+    let mut keys = Keys::default();
     let mut chunk = Zeroizing::new([0u8; 256]);
     let outcome = loop {
         if let Some(signal) = guard.pending_signal() {
@@ -57,13 +62,17 @@ pub fn read_hidden(prompt: &str, max: usize) -> Result<Secret, Error> {
             }
             continue;
         }
-        if let Some(done) = edit(&mut value, &chunk[..n], max) {
+        if let Some(done) = keys.edit(&mut value, &chunk[..n], max) {
             break done;
         }
     };
     let _ = tty.write_all(b"\n");
     drop(guard);
     match outcome {
+        Outcome::Done if keys.rejected => Err(Error::invalid(
+            "the typed value contained a terminal escape sequence (an arrow, Home, Delete or function key) or a control character; nothing was stored",
+            "type the value again using only Backspace and Ctrl-U to edit, or pipe it on stdin (stdin is stored byte for byte)",
+        )),
         Outcome::Done if value.len() > max => Err(Error::invalid(
             format!("the value is larger than {max} bytes"),
             "pipe a shorter value on stdin, or use `file:` in the manifest",
@@ -93,32 +102,83 @@ enum Outcome {
     Signal(Signal),
 }
 
-/// Applies typed bytes to `value`; returns an outcome when input is finished.
-fn edit(value: &mut Vec<u8>, bytes: &[u8], max: usize) -> Option<Outcome> {
-    for &b in bytes {
-        match b {
-            b'\r' | b'\n' => return Some(Outcome::Done),
-            0x03 => return Some(Outcome::Signal(Signal::SIGINT)),
-            0x1c => return Some(Outcome::Signal(Signal::SIGQUIT)),
-            0x04 if value.is_empty() => return Some(Outcome::Eof),
-            0x04 => return Some(Outcome::Done),
-            // Backspace removes one character: a UTF-8 lead byte and its continuation bytes.
-            0x7f | 0x08 => {
-                while let Some(last) = value.pop() {
-                    if last & 0xc0 != 0x80 {
-                        break;
+/// Where the editor is within a terminal escape sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Escape {
+    #[default]
+    None,
+    /// After ESC.
+    Esc,
+    /// After `ESC [` (CSI): parameters until a final byte 0x40..=0x7e.
+    Csi,
+    /// After `ESC O` (SS3, as some terminals send arrows) or another two-byte escape: one
+    /// more byte.
+    OneMore,
+}
+
+/// The line editor's state across reads: an escape sequence can be split between reads.
+#[derive(Debug, Default)]
+struct Keys {
+    escape: Escape,
+    /// An escape sequence or a control character was typed: what the user sees on the
+    /// screen (a cursor that moved) is not what the bytes say, so the value is refused
+    /// rather than stored as, say, `abc[Ddef`.
+    rejected: bool,
+}
+
+impl Keys {
+    /// Applies typed bytes to `value`; returns an outcome when input is finished.
+    fn edit(&mut self, value: &mut Vec<u8>, bytes: &[u8], max: usize) -> Option<Outcome> {
+        for &b in bytes {
+            match self.escape {
+                Escape::None => {}
+                Escape::Esc => {
+                    self.escape = match b {
+                        b'[' => Escape::Csi,
+                        b'O' | b'N' | b'P' | b']' => Escape::OneMore,
+                        _ => Escape::None,
+                    };
+                    continue;
+                }
+                Escape::Csi => {
+                    if (0x40..=0x7e).contains(&b) {
+                        self.escape = Escape::None;
                     }
+                    continue;
+                }
+                Escape::OneMore => {
+                    self.escape = Escape::None;
+                    continue;
                 }
             }
-            0x15 => value.clear(),
-            // Other control bytes (Ctrl-Z, escape sequences' ESC, ...) are not part of a value.
-            0x00..=0x1f => {}
-            _ if value.len() <= max => value.push(b),
-            // Over the limit: stop storing (no reallocation) but keep reading to the end.
-            _ => {}
+            match b {
+                b'\r' | b'\n' => return Some(Outcome::Done),
+                0x03 => return Some(Outcome::Signal(Signal::SIGINT)),
+                0x1c => return Some(Outcome::Signal(Signal::SIGQUIT)),
+                0x04 if value.is_empty() => return Some(Outcome::Eof),
+                0x04 => return Some(Outcome::Done),
+                // Backspace removes one character: a UTF-8 lead byte and its continuation bytes.
+                0x7f | 0x08 => {
+                    while let Some(last) = value.pop() {
+                        if last & 0xc0 != 0x80 {
+                            break;
+                        }
+                    }
+                }
+                0x15 => value.clear(),
+                0x1b => {
+                    self.escape = Escape::Esc;
+                    self.rejected = true;
+                }
+                // Other control bytes (Tab, Ctrl-Z, ...) are not part of a value either.
+                0x00..=0x1f => self.rejected = true,
+                _ if value.len() <= max => value.push(b),
+                // Over the limit: stop storing (no reallocation) but keep reading to the end.
+                _ => {}
+            }
         }
+        None
     }
-    None
 }
 
 /// The terminal's and the signal mask's previous state, restored on drop.
@@ -195,7 +255,7 @@ mod tests {
 
     fn typed(bytes: &[u8]) -> (Vec<u8>, Option<&'static str>) {
         let mut v = Vec::with_capacity(64);
-        let out = edit(&mut v, bytes, 16).map(|o| match o {
+        let out = Keys::default().edit(&mut v, bytes, 16).map(|o| match o {
             Outcome::Done => "done",
             Outcome::Eof => "eof",
             Outcome::Signal(_) => "signal",
@@ -211,5 +271,32 @@ mod tests {
         assert_eq!(typed(b"junk\x15ok\r"), (b"ok".to_vec(), Some("done")));
         assert_eq!(typed(b"\x04"), (Vec::new(), Some("eof")));
         assert_eq!(typed(b"ab\x03"), (b"ab".to_vec(), Some("signal")));
+    }
+
+    #[test]
+    fn escape_sequences_are_consumed_whole_and_reject_the_value() {
+        for keys in [
+            &b"abc\x1b[Ddef\r"[..],
+            b"abc\x1bODdef\r",
+            b"abc\x1b[3~def\r",
+            b"abc\x1b[1;5Cdef\r",
+            b"abc\tdef\r",
+        ] {
+            let mut keys_state = Keys::default();
+            let mut v = Vec::with_capacity(64);
+            // Split anywhere: a sequence can arrive over two reads.
+            let (a, b) = keys.split_at(5);
+            assert!(keys_state.edit(&mut v, a, 64).is_none());
+            assert!(matches!(
+                keys_state.edit(&mut v, b, 64),
+                Some(Outcome::Done)
+            ));
+            assert_eq!(v, b"abcdef", "{keys:?}");
+            assert!(keys_state.rejected, "{keys:?}");
+        }
+        let mut k = Keys::default();
+        let mut v = Vec::with_capacity(8);
+        k.edit(&mut v, b"plain\r", 8);
+        assert!(!k.rejected);
     }
 }
