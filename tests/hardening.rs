@@ -519,7 +519,7 @@ fn library_internals_are_rewritten_into_what_to_fix() {
         "environment:\n  A: x\n  A: y\n",
         // `envrun check` reports a variable defined twice as a finding; a run refuses it,
         // naming both lines.
-        &["`A` is defined more than once in environment: (lines 2, 3)"],
+        &["line 3 column 3: key `A` appears twice in the same mapping; keep one (lines 2, 3)"],
     );
     manifest_error(
         "environment:\n  A:\n",
