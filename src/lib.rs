@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 #[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
 pub mod fileio;
 pub mod launch;
 #[forbid(unsafe_code)]
@@ -38,10 +39,15 @@ pub mod store;
 pub mod timeout;
 #[forbid(unsafe_code)]
 pub mod ui;
+pub mod wipe_alloc;
 
-use clap::error::ErrorKind;
+/// Every heap block is wiped before it is freed (see [`wipe_alloc`]).
+#[global_allocator]
+static ALLOCATOR: wipe_alloc::Wiping = wipe_alloc::Wiping;
 
 use std::ffi::OsString;
+
+use clap::error::ErrorKind;
 
 use crate::cli::{Command, RunOptions};
 use crate::config::RunConfig;

@@ -1,4 +1,4 @@
-//! The compiled matcher: an Aho-Corasick automaton over the first [`ANCHOR_LEN`] bytes
+//! The compiled matcher: an Aho-Corasick automaton over the first [`ANCHOR_LEN`] (16) bytes
 //! of every form (its *anchor*), the forms behind each anchor, and prefilters that let a
 //! search jump over text that cannot start an occurrence.
 //!
@@ -63,6 +63,10 @@ pub(super) struct Compiled {
     /// Teddy, which takes up to 64 patterns, hence several shards. Empty when there
     /// would be too many shards to beat a plain automaton scan.
     pub finders: Vec<AhoCorasick>,
+    /// When there are too many keys for the finders: a bit per hash of each anchor's
+    /// first [`GRAM_LEN`] bytes. A position whose next bytes' bit is clear cannot start
+    /// an occurrence. `None` when an anchor is shorter than that, or finders are used.
+    pub grams: Option<Box<[u64]>>,
     /// Automaton state -> length of the anchor prefix it stands for: how many
     /// trailing (non-line-break) bytes to hold back.
     depth: DepthMap,
@@ -78,7 +82,10 @@ const FINDER_SHARD_KEYS: usize = 64;
 /// Each shard scans the whole input; past this many, a plain scan is faster.
 pub(super) const FINDER_MAX_SHARDS: usize = 16;
 
-const DFA_MAX_PATTERN_BYTES: usize = 128 * 1024;
+/// A DFA is faster to walk, but its build time and table grow with states x byte classes;
+/// past a few hundred anchors the contiguous NFA builds in a fraction of the time, and the
+/// automaton is built while the first output waits.
+const DFA_MAX_PATTERN_BYTES: usize = 4 * 1024;
 pub(super) const DFA_MAX_MEMORY: usize = 32 << 20;
 
 impl Compiled {
@@ -140,12 +147,18 @@ impl Compiled {
         let depth =
             with_automaton!(&engine, aut => depth_map(aut, &anchors), empty => DepthMap::default());
         let finders = build_finders(&anchors);
+        let grams = if finders.is_empty() {
+            build_grams(&anchors)
+        } else {
+            None
+        };
         Compiled {
             engine,
             anchor_targets,
             targets,
             anchor_len,
             finders,
+            grams,
             depth,
             window,
         }
@@ -182,6 +195,7 @@ impl Compiled {
             + self.depth.capacity() * 9
             + self.targets.len() * 8
             + self.anchor_targets.len() * 12
+            + self.grams.as_ref().map_or(0, |g| g.len() * 8)
     }
 
     pub fn kind(&self) -> &'static str {
@@ -247,26 +261,60 @@ fn build_engine(anchors: &[Zeroizing<Vec<u8>>]) -> Engine {
 }
 
 fn build_finders(anchors: &[Zeroizing<Vec<u8>>]) -> Vec<AhoCorasick> {
-    let mut keys: Vec<&[u8]> = anchors
+    let mut keys: Vec<Zeroizing<Vec<u8>>> = anchors
         .iter()
-        .map(|p| &p[..p.len().min(FINDER_KEY_LEN)])
+        .map(|p| Zeroizing::new(p[..p.len().min(FINDER_KEY_LEN)].to_ascii_lowercase()))
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
+    keys.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
+    keys.dedup_by(|a, b| a.as_slice() == b.as_slice());
     if keys.len() > FINDER_SHARD_KEYS * FINDER_MAX_SHARDS {
         return Vec::new();
     }
     let finders: Option<Vec<AhoCorasick>> = keys
         .chunks(FINDER_SHARD_KEYS)
         .map(|shard| {
+            // Case-insensitive: upper- and lower-case hex and percent forms share keys,
+            // so twice as many secrets fit in the shards; a key found in the wrong case
+            // only costs a short walk of the automaton.
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
+                .ascii_case_insensitive(true)
                 .prefilter(true)
-                .build(shard)
+                .build(shard.iter().map(|k| k.as_slice()))
                 .ok()
         })
         .collect();
     finders.unwrap_or_default()
+}
+
+/// Bytes per gram, and bits in the gram filter (128 KiB: it stays in a core's cache,
+/// and 10,000 grams set about 1% of it).
+pub(super) const GRAM_LEN: usize = 4;
+const GRAM_BITS: u32 = 20;
+
+/// The filter's bit for the gram starting `bytes`.
+#[inline]
+pub(super) fn gram_bit(bytes: &[u8]) -> usize {
+    let g = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    (g.wrapping_mul(0x9e37_79b1) >> (32 - GRAM_BITS)) as usize
+}
+
+#[inline]
+pub(super) fn gram_hit(grams: &[u64], bytes: &[u8]) -> bool {
+    let bit = gram_bit(bytes);
+    grams[bit / 64] & (1 << (bit % 64)) != 0
+}
+
+fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<[u64]>> {
+    if anchors.iter().any(|a| a.len() < GRAM_LEN) {
+        return None;
+    }
+    let mut grams = vec![0u64; (1 << GRAM_BITS) / 64].into_boxed_slice();
+    for anchor in anchors {
+        let bit = gram_bit(&anchor[..GRAM_LEN]);
+        grams[bit / 64] |= 1 << (bit % 64);
+    }
+    Some(grams)
 }
 
 /// Walks every anchor from the start state and records how deep each state is.
@@ -366,6 +414,20 @@ mod tests {
         };
         assert!(Compiled::build(&[form], &values, 5).anchor_len.is_empty());
         assert_eq!(Compiled::build(&[form], &values, 4).anchor_len, [4]);
+    }
+
+    #[test]
+    fn too_many_keys_for_the_finders_get_the_gram_filter() {
+        let few = compile(&[b"secretvalue"]);
+        assert!(!few.finders.is_empty() && few.grams.is_none());
+        let many: Vec<Vec<u8>> = (0..600)
+            .map(|i| format!("{i:04}-{}", i * 7919).into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        let c = compile(&refs);
+        assert!(c.finders.is_empty());
+        let grams = c.grams.as_ref().expect("anchors of 4 bytes or more");
+        assert!(gram_hit(grams, b"0123"));
     }
 
     #[test]

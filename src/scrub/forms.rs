@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 /// How many leading bytes of each form go into the automaton; the rest is verified
 /// against the value by a [`Cursor`].
-pub const ANCHOR_LEN: usize = 32;
+pub const ANCHOR_LEN: usize = 16;
 
 /// A line of a multi-line secret is masked on its own only if it holds a word (bytes
 /// other than whitespace, quotes and `,;:(){}[]<>`) at least this long, or
@@ -245,6 +245,10 @@ impl Cursor {
             if self.unit_pos < self.unit_len {
                 let b = self.unit[usize::from(self.unit_pos)];
                 self.unit_pos += 1;
+                // Line breaks are skipped in the output, so never part of a form.
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
                 if self.skip > 0 {
                     self.skip -= 1;
                     continue;

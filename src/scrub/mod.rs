@@ -6,7 +6,7 @@
 //!   percent-encodings, JSON and string-literal escapes, its telling lines) as
 //!   recipes that produce their bytes on demand;
 //! - [`engine`]: the compiled matcher, an Aho-Corasick automaton over the first
-//!   32 bytes of every form plus prefilters;
+//!   16 bytes of every form plus prefilters;
 //! - [`stream`]: masking a stream that arrives in arbitrary pieces.
 //!
 //! This module ties them together ([`Scrubber`], [`ScrubStream`]). It knows nothing
@@ -36,7 +36,7 @@
 //! # Holding bytes back
 //!
 //! A write's tail that could still be the beginning of an occurrence is held back,
-//! and only that: the automaton's current anchor prefix (under 32 bytes), or
+//! and only that: the automaton's current anchor prefix (under 16 bytes), or
 //! everything since the start of a longer form still being checked. A run of masked
 //! bytes is written (as its mask) once nothing can extend it; a run that grows for a
 //! long time does not pile up: its mask is written as soon as its start falls before
@@ -53,14 +53,14 @@
 //!
 //! # Cost
 //!
-//! Building is O(number of forms x 32) plus one pass over each value: a 128 KiB
+//! Building is O(number of forms x 16) plus one pass over each value: a 128 KiB
 //! value costs about what a 40-byte token does. Scanning costs the same per byte
 //! whatever the secrets' lengths; an occurrence in progress costs one comparison per
 //! byte. `benches/scrub.rs` and `scripts/bench-scrub.sh` measure it.
 //!
 //! # Memory
 //!
-//! The scrubber holds one copy of each value, and the automaton the first 32 bytes of
+//! The scrubber holds one copy of each value, and the automaton the first 16 bytes of
 //! each form, for as long as it lives; there is no way around that. Every copy made
 //! here is wiped when it is dropped, and `Debug` never shows a value.
 
@@ -738,6 +738,91 @@ mod tests {
                     .any(|w| w == form.as_slice())
             );
         }
+    }
+
+    #[test]
+    fn the_automaton_is_built_on_first_use_only() {
+        let sc = scrubber(&[("A", b"secret-value")], "***");
+        assert!(!sc.is_built());
+        let _stream = sc.stream();
+        assert!(
+            !sc.is_built(),
+            "a stream that has seen nothing builds nothing"
+        );
+        assert!(format!("{sc:?}").contains("not built"));
+        let mut stream = sc.stream();
+        let mut out = Vec::new();
+        stream.flush(&mut out);
+        assert!(!sc.is_built(), "flushing nothing builds nothing");
+        stream.write(b"x secret-value y", &mut out);
+        assert!(sc.is_built());
+        stream.flush(&mut out);
+        assert_eq!(out, b"x *** y");
+        let sc = scrubber(&[("A", b"secret-value")], "***");
+        assert_eq!(sc.scrub_all(b"secret-value"), b"***");
+        assert!(sc.is_built());
+        // nothing to mask: nothing is ever built
+        let none = scrubber(&[("SHORT", b"abc")], "***");
+        assert_eq!(none.scrub_all(b"abc"), b"abc");
+        assert!(!none.is_built());
+    }
+
+    #[test]
+    fn wrapped_base64_at_any_width_and_column_is_masked() {
+        let value = b"postgres://app:s3cr3t-p4ssw0rd-0123456789@db.internal:5432/app";
+        let sc = scrubber(&[("DB", value)], "***");
+        let encoded = STANDARD.encode(value);
+        for width in [4, 8, 60, 64, 76, 1024] {
+            for column in [0, 1, 3, 10] {
+                for eol in ["\n", "\r\n"] {
+                    let mut text = "x".repeat(column);
+                    let mut col = column % width;
+                    for c in encoded.chars() {
+                        if col == width {
+                            text.push_str(eol);
+                            col = 0;
+                        }
+                        text.push(c);
+                        col += 1;
+                    }
+                    text.push_str(eol);
+                    let expected = format!("{}***{eol}", "x".repeat(column));
+                    for size in [1, 7, 4096] {
+                        let pieces: Vec<&[u8]> = text.as_bytes().chunks(size).collect();
+                        let out = stream_in_pieces(&sc, &pieces);
+                        assert_eq!(
+                            String::from_utf8_lossy(&out),
+                            expected,
+                            "width {width} column {column} pieces of {size}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_value_is_checked_past_its_anchor() {
+        let value: Vec<u8> = (0..5000u32).map(|i| b'!' + (i * 7 % 90) as u8).collect();
+        let sc = scrubber(&[("BIG", &value)], "***");
+        let mut almost = value.clone();
+        *almost.last_mut().unwrap() ^= 1;
+        let mut input = b"a ".to_vec();
+        input.extend_from_slice(&value);
+        input.extend_from_slice(b" b ");
+        input.extend_from_slice(&almost);
+        input.extend_from_slice(b" c");
+        let mut expected = b"a *** b ".to_vec();
+        expected.extend_from_slice(&almost);
+        expected.extend_from_slice(b" c");
+        for size in [1, 100, 10_000] {
+            let pieces: Vec<&[u8]> = input.chunks(size).collect();
+            assert_eq!(stream_in_pieces(&sc, &pieces), expected, "pieces of {size}");
+        }
+        // hex of it, wrapped as `xxd -p` does (60 columns)
+        let hex = hex(&value, b"0123456789abcdef");
+        let wrapped: Vec<u8> = hex.chunks(60).flat_map(|l| [l, b"\n"].concat()).collect();
+        assert_eq!(sc.scrub_all(&wrapped), b"***\n");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::engine::{Compiled, FINDER_KEY_LEN, FINDER_MAX_SHARDS, with_automaton};
+use super::engine::{
+    Compiled, FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, with_automaton,
+};
 use super::forms::{Cursor, Form};
 
 /// What a stream needs from its scrubber.
@@ -202,7 +204,7 @@ fn scan<A: Automaton>(
     let compiled = ctx.compiled;
     let start = aut.start_state(Anchored::No).expect("unanchored automaton");
     let mut state = sid.unwrap_or(start);
-    let jumps = !compiled.finders.is_empty();
+    let jumps = !compiled.finders.is_empty() || compiled.grams.is_some();
     // Each shard's leftmost key at or after where it was last asked; asked again only
     // once the walk has passed it, so each shard reads `hay` once.
     let mut next_key: [Option<usize>; FINDER_MAX_SHARDS] = [None; FINDER_MAX_SHARDS];
@@ -213,7 +215,19 @@ fn scan<A: Automaton>(
     let mut pos = old_len;
     while pos < hay.len() {
         if jumps && state == start && candidates.is_empty() {
-            let mut to = usize::MAX;
+            let nl = match next_break {
+                Some(at) if at >= pos => at,
+                _ => {
+                    let at =
+                        memchr::memchr2(b'\n', b'\r', &hay[pos..]).map_or(usize::MAX, |i| pos + i);
+                    next_break = Some(at);
+                    at
+                }
+            };
+            // An anchor whose first bytes are wrapped starts at most a key's length
+            // before the line break.
+            let before_break = nl.saturating_sub(FINDER_KEY_LEN - 1).max(pos);
+            let mut to = before_break;
             for (finder, next) in compiled.finders.iter().zip(next_key.iter_mut()) {
                 let at = match *next {
                     Some(at) if at >= pos => at,
@@ -227,17 +241,14 @@ fn scan<A: Automaton>(
                 };
                 to = to.min(at);
             }
-            let nl = match next_break {
-                Some(at) if at >= pos => at,
-                _ => {
-                    let at =
-                        memchr::memchr2(b'\n', b'\r', &hay[pos..]).map_or(usize::MAX, |i| pos + i);
-                    next_break = Some(at);
-                    at
+            if let Some(grams) = &compiled.grams {
+                let stop = to.min(hay.len().saturating_sub(GRAM_LEN - 1));
+                let mut p = pos;
+                while p < stop && !gram_hit(grams, &hay[p..p + GRAM_LEN]) {
+                    p += 1;
                 }
-            };
-            if nl != usize::MAX {
-                to = to.min(nl.saturating_sub(FINDER_KEY_LEN - 1).max(pos));
+                // A hit, or `stop`: nothing of four bytes or more starts before it.
+                to = p;
             }
             pos = to.min(tail.max(pos));
         }
