@@ -516,6 +516,12 @@ fn errors_point_at_the_offending_key_not_its_parent() {
 #[test]
 fn library_internals_are_rewritten_into_what_to_fix() {
     manifest_error(
+        "environment:\n  A: x\n  A: y\n",
+        // `envrun check` reports a variable defined twice as a finding; a run refuses it,
+        // naming both lines.
+        &["line 3 column 3: key `A` appears twice under `environment`; keep one (lines 2, 3)"],
+    );
+    manifest_error(
         "secrets:\n  type: local\n  path: a.enc\n  path: b.enc\n",
         &["line 4 column 3: key `path` appears twice under `secrets`; keep one"],
     );
