@@ -121,7 +121,7 @@ pub struct RunOptions {
     pub tenant: Option<String>,
 
     /// Do not mask secret values in COMMAND's output: run it directly (exec), on envrun's own
-    /// stdout and stderr, as when no value is secret
+    /// stdout and stderr, as when no value is secret (as PID 1 envrun still stays as init)
     #[arg(long, env = "ENVRUN_NO_MASK", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
     pub no_mask: bool,
 

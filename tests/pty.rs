@@ -189,6 +189,18 @@ fn read_screen(mut master: File, screen: &(Mutex<Screen>, Condvar)) {
     }
 }
 
+/// State, process group and the terminal's foreground process group, from /proc/PID/stat.
+fn stat(pid: u32) -> (char, i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let state = fields[0].chars().next().unwrap();
+    (
+        state,
+        fields[2].parse().unwrap(),
+        fields[5].parse().unwrap(),
+    )
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -367,14 +379,31 @@ fn envrun_shell_runs_commands_and_job_control_works() {
     term.send(b"echo active=$ENVRUN_ACTIVE token=$TOKEN\r");
     term.expect("active=1 token=***");
     term.expect("PROMPT> ");
-    // One job whose process group is in the foreground before it prints `started`.
-    term.send(b"sh -c 'echo st''arted; exec sleep 100'\r");
-    term.expect("started");
+    // One job whose process group is in the foreground before it prints its PID; it then
+    // becomes `sleep 100`.
+    term.send(b"sh -c 'echo job-$$-; exec sleep 100'\r");
+    term.expect("job-");
+    let shown = term.expect("-\r\n");
+    let pid: u32 = shown
+        .rsplit("job-")
+        .next()
+        .and_then(|s| s.split('-').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no job pid in {shown:?}"));
+    wait_for("the exec", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n")
+    });
     term.send(b"\x1a");
     term.expect("Stopped");
     term.expect("PROMPT> ");
+    assert_eq!(stat(pid).0, 'T');
     term.send(b"fg\r");
-    term.expect("sleep 100");
+    // Resumed, and its process group owns the terminal again (dash prints the job before
+    // it hands the terminal over, so the text alone is not enough).
+    wait_for("the job to be resumed in the foreground", || {
+        let (state, pgrp, tpgid) = stat(pid);
+        state != 'T' && pgrp == tpgid
+    });
     term.send(b"\x03");
     term.expect("PROMPT> ");
     term.send(b"exit 3\r");
