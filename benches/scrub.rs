@@ -3,6 +3,10 @@
 //! derived encodings. 0 secrets is the pass-through copy, the ceiling.
 //!
 //! `scripts/bench-scrub.sh` runs this and prints a table next to a `cat | cat` pipe.
+//!
+//! `build/...` measures compiling the automaton (which happens on the first output):
+//! one 128 KiB value (a CA bundle), 100 values totalling 1 MiB, and 100 and 1,000
+//! typical secrets.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -184,5 +188,64 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_build(c: &mut Criterion) {
+    let quick = std::env::var_os("ENVRUN_BENCH_QUICK").is_some();
+    let mut group = c.benchmark_group("build");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(if quick { 2 } else { 5 }));
+    let mut rng = Rng(0xb111d);
+    let pem = |rng: &mut Rng, len: usize| {
+        let body = rng.chars(B64, len);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+        .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+        (
+            "one_128KiB",
+            vec![("CA".to_owned(), pem(&mut rng, 127 * 1024))],
+        ),
+        (
+            "100_totalling_1MiB",
+            (0..100)
+                .map(|i| (format!("K{i}"), pem(&mut rng, 10 * 1024)))
+                .collect(),
+        ),
+        ("100_typical", secrets(100)),
+        ("1000_typical", secrets(1000)),
+    ];
+    for (name, values) in cases {
+        let probe = Scrubber::new(
+            values.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            &ScrubOptions::default(),
+        )
+        .unwrap();
+        probe.build();
+        eprintln!("build/{name}: {probe:?}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let scrubber = Scrubber::new(
+                    values.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                    &ScrubOptions::default(),
+                )
+                .unwrap();
+                scrubber.build();
+                black_box(scrubber.memory_usage())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_build);
 criterion_main!(benches);

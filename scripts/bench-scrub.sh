@@ -42,3 +42,10 @@ awk -v cat="$cat_mbs" '
         name = ""
     }
 ' "$tmp/bench.log"
+
+printf '\n%-22s %12s\n' "build (first output)" "median"
+awk '
+    /^build\// { name = $1; if ($2 == "time:") { print_line(name, $0) ; name = "" } }
+    /time:/ && name != "" && $1 == "time:" { print_line(name, $0); name = "" }
+    function print_line(n, l,   p) { split(l, p, "["); split(p[2], q, " "); printf "%-22s %9s %s\n", n, q[3], q[4] }
+' "$tmp/bench.log"

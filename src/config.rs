@@ -75,8 +75,11 @@ impl RunConfig {
 
         let tenant = tenant::choose(args.tenant.as_deref(), manifest.tenant.as_deref());
         if let Some(t) = &tenant {
+            // The manifest's own `tenant:` was checked when it was parsed.
+            let from = crate::cli::env_source("--tenant")
+                .map_or_else(|| String::from("--tenant"), |var| format!("${var}"));
             tenant::check(t).map_err(|e| Error::Invalid {
-                message: format!("--tenant / $ENVRUN_TENANT: {e}"),
+                message: format!("{from}: {e}"),
                 hint: e.hint.clone(),
             })?;
         }

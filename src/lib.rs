@@ -39,6 +39,11 @@ pub mod store;
 pub mod timeout;
 #[forbid(unsafe_code)]
 pub mod ui;
+pub mod wipe_alloc;
+
+/// Every heap block is wiped before it is freed (see [`wipe_alloc`]).
+#[global_allocator]
+static ALLOCATOR: wipe_alloc::Wiping = wipe_alloc::Wiping;
 
 use std::ffi::OsString;
 
@@ -253,11 +258,6 @@ fn run_command(
         Ok(r) => r,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
-    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
-        Ok(s) => s,
-        Err(e) => return Err(not_started(audit.as_ref(), e)),
-    };
-    drop(resolved.masks);
     let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
     let mut env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
     env.extend(
@@ -265,6 +265,15 @@ fn run_command(
             .iter()
             .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
     );
+    // A value the kernel would refuse fails here, before any mask is built.
+    if let Err(e) = launch::EnvBlock::check(&env) {
+        return Err(not_started(audit.as_ref(), e));
+    }
+    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
+        Ok(s) => s,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
+    drop(resolved.masks);
     let mut plan = launch::Plan {
         argv: config.argv,
         env,

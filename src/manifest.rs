@@ -103,6 +103,8 @@ pub struct Duplicate {
     pub name: String,
     /// Lines of every definition, in order.
     pub lines: Vec<u64>,
+    /// Column of the name in its second definition (for the run's error message).
+    pub column: u64,
 }
 
 /// A parsed and checked manifest.
@@ -183,18 +185,19 @@ impl Manifest {
                 .map_err(|e| bad(errors::explain(&e, text)))?
         };
         let mut environment: Vec<(String, Vec<Part>)> = Vec::with_capacity(raw.environment.0.len());
-        let mut lines: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (name, value) in raw.environment.0 {
-            let name = name.value;
+        let mut lines: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
+        for (key, value) in raw.environment.0 {
+            let name = key.value;
             let at = format!(
                 "line {} column {}",
                 value.referenced.line(),
                 value.referenced.column()
             );
-            lines
-                .entry(name.clone())
-                .or_default()
-                .push(value.referenced.line());
+            let seen = lines.entry(name.clone()).or_default();
+            seen.0.push(key.referenced.line());
+            if seen.0.len() == 2 {
+                seen.1 = key.referenced.column();
+            }
             if name.is_empty() || name.contains(['=', '\0']) {
                 return Err(bad(format!(
                     "{at}: `{name}` is not a valid environment variable name"
@@ -209,8 +212,12 @@ impl Manifest {
         environment.sort_by(|a, b| a.0.cmp(&b.0));
         let duplicates = lines
             .into_iter()
-            .filter(|(_, l)| l.len() > 1)
-            .map(|(name, lines)| Duplicate { name, lines })
+            .filter(|(_, (l, _))| l.len() > 1)
+            .map(|(name, (lines, column))| Duplicate {
+                name,
+                lines,
+                column,
+            })
             .collect();
         let mut backends = BTreeMap::new();
         for (name, config) in raw.backends.0 {
@@ -226,7 +233,9 @@ impl Manifest {
                 )));
             }
             if backends.insert(name.clone(), config).is_some() {
-                return Err(bad(format!("{at}: backend `{name}` is defined twice")));
+                return Err(bad(format!(
+                    "{at}: key `{name}` appears twice in the same mapping; keep one"
+                )));
             }
         }
         let mut rotation: Vec<Rotation> = Vec::new();
@@ -235,6 +244,11 @@ impl Manifest {
                 "line {} column {}",
                 age.referenced.line(),
                 age.referenced.column()
+            );
+            let key_at = format!(
+                "line {} column {}",
+                pattern.referenced.line(),
+                pattern.referenced.column()
             );
             let pattern = pattern.value;
             if glob::Pattern::new(&pattern).is_err() {
@@ -250,7 +264,7 @@ impl Manifest {
             })?;
             if rotation.iter().any(|r| r.pattern == pattern) {
                 return Err(bad(format!(
-                    "{at}: rotation policy `{pattern}` is written twice"
+                    "{key_at}: key `{pattern}` appears twice in the same mapping; keep one"
                 )));
             }
             rotation.push(Rotation {
@@ -301,7 +315,9 @@ impl Manifest {
             Some(d) => Err(Error::ManifestParse {
                 path: self.path.clone().unwrap_or_default(),
                 message: format!(
-                    "`{}` is defined more than once in environment: (lines {})",
+                    "line {} column {}: key `{}` appears twice in the same mapping; keep one (lines {})",
+                    d.lines[1],
+                    d.column,
                     d.name,
                     d.lines
                         .iter()
@@ -384,11 +400,15 @@ mod tests {
         assert_eq!(m.duplicates[0].lines, vec![2, 4]);
         let err = m.refuse_duplicates().unwrap_err().to_string();
         assert!(
-            err.contains("`A` is defined more than once") && err.contains("lines 2, 4"),
+            err.contains("line 4 column 3: key `A` appears twice") && err.contains("lines 2, 4"),
             "{err}"
         );
         let err = parse("backends:\n  p: {type: env}\n  p: {type: env}\n").unwrap_err();
-        assert!(err.to_string().contains("defined twice"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("line 3 column 3: key `p` appears twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -516,10 +516,12 @@ fn errors_point_at_the_offending_key_not_its_parent() {
 #[test]
 fn library_internals_are_rewritten_into_what_to_fix() {
     manifest_error(
-        "environment:\n  A: x\n  A: y\n",
-        // `envrun check` reports a variable defined twice as a finding; a run refuses it,
-        // naming both lines.
-        &["`A` is defined more than once in environment: (lines 2, 3)"],
+        "secrets:\n  type: local\n  path: a.enc\n  path: b.enc\n",
+        &["line 4 column 3: key `path` appears twice under `secrets`; keep one"],
+    );
+    manifest_error(
+        "secrets: {type: local}\nsecrets: {type: env}\n",
+        &["line 2 column 1: key `secrets` appears twice at the top level; keep one"],
     );
     manifest_error(
         "environment:\n  A:\n",
@@ -660,6 +662,15 @@ fn a_bad_value_in_a_variable_names_the_variable_not_the_flag() {
     t.run(&["--min-mask-len", "abc", "--", "true"])
         .status(125)
         .stderr_has("for '--min-mask-len <N>'");
+    // The tenant is checked after parsing, and named the same way.
+    t.command(&["--", "true"])
+        .env_pass("ENVRUN_TENANT", "../up")
+        .done()
+        .status(125)
+        .stderr_has("$ENVRUN_TENANT: tenant `../up`");
+    t.run(&["--tenant", "../up", "--", "true"])
+        .status(125)
+        .stderr_has("--tenant: tenant `../up`");
 }
 
 #[test]
@@ -763,4 +774,79 @@ fn a_world_readable_secret_elsewhere_warns_unless_warn_readable_is_false() {
         .stderr_has("`warn_readable: false`");
     std::fs::write(t.path("envrun.yaml"), manifest("  warn_readable: false\n")).unwrap();
     t.run(&["--", "true"]).status(0).stderr("");
+}
+
+/// Every writable private mapping of process `pid` (heap, stacks, anonymous memory), read
+/// through /proc/PID/mem. Needs CAP_SYS_PTRACE: envrun is not dumpable.
+fn writable_memory(pid: u32) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") || line.contains("[vvar") || line.contains("[vsyscall") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.seek(SeekFrom::Start(start)).is_ok() && mem.read_exact(&mut buf).is_ok() {
+            out.extend_from_slice(&buf);
+        }
+    }
+    out
+}
+
+#[test]
+fn values_envrun_no_longer_needs_are_wiped_from_its_memory() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: reading envrun's memory needs CAP_SYS_PTRACE (root)");
+        return;
+    }
+    // Each canary is read and then dropped during resolution: a nested JSON field nobody
+    // asked for (with escapes, so serde_json unescapes it in its scratch buffer, and
+    // rendered as JSON text), and a .env variable nobody asked for (dotenvy's line buffer).
+    // Long, so that the allocator's own bookkeeping in a freed block (the first 16 bytes)
+    // does not hide what stays behind; the scan looks for their tails.
+    let json_canary = "json-canary-5e1f\\\"q\\\"-77aa-tail-of-the-json-canary-0c3d9e";
+    let env_canary = "dotenv-canary-0b9c-31f7-tail-of-the-dotenv-canary-8a2b4f";
+    let db = format!(r#"{{"user":"app-user-4821","opts":{{"k":"{json_canary}"}}}}"#);
+    let t = Test::new()
+        .secret("DB", &db)
+        .file(".env", &format!("UNUSED='{env_canary}'\nUSED=used-value-9911\n"))
+        .manifest(
+            "backends:\n  dev:\n    type: dotenv\nenvironment:\n  U: secret:DB#user\n  V: secret@dev:USED\n",
+        );
+    // The comment is a control: the command line stays in envrun's memory while it runs.
+    let script = "echo ready; read x # control-7c41-in-argv";
+    let mut cmd = t.command(&["--", "sh", "-c", script]).cmd;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut line).unwrap();
+    assert_eq!(&line, b"ready\n");
+    // envrun is now supervising: resolution is over and only the masks remain.
+    let memory = writable_memory(child.id());
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let contains = |needle: &str| memory.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        contains("control-7c41-in-argv"),
+        "the scan does not see envrun's memory"
+    );
+    for canary in [
+        "tail-of-the-json-canary-0c3d9e",
+        "tail-of-the-dotenv-canary-8a2b4f",
+    ] {
+        assert!(!contains(canary), "{canary:?} is still in envrun's memory");
+    }
 }

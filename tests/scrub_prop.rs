@@ -40,7 +40,9 @@ const MASK: &str = "<{name}>";
 type Pattern = (Vec<u8>, usize);
 
 /// Masks `hay` as one complete stream; returns the output and the output ranges
-/// that are masks.
+/// that are masks. Line breaks (`\r`, `\n`) are invisible to matching: a pattern
+/// occurs where its bytes follow each other with only line breaks in between, and
+/// the occurrence covers those line breaks.
 fn model(
     patterns: &[Pattern],
     names: &[String],
@@ -49,23 +51,25 @@ fn model(
     spans: &mut Vec<Range<usize>>,
 ) {
     let n = hay.len();
+    let (stripped, at) = strip_breaks(hay);
     let mut covered = vec![false; n];
     // For each start offset: the longest occurrence there, (len, secret index).
     let mut lead: Vec<Option<(usize, usize)>> = vec![None; n];
     for (pattern, secret) in patterns {
         let len = pattern.len();
-        if len == 0 || len > n {
+        if len == 0 || len > stripped.len() {
             continue;
         }
-        for s in 0..=n - len {
-            if hay[s] == pattern[0] && &hay[s..s + len] == pattern.as_slice() {
-                covered[s..s + len].iter_mut().for_each(|c| *c = true);
-                let better = match lead[s] {
+        for s in 0..=stripped.len() - len {
+            if stripped[s] == pattern[0] && &stripped[s..s + len] == pattern.as_slice() {
+                let (start, end) = (at[s], at[s + len - 1] + 1);
+                covered[start..end].iter_mut().for_each(|c| *c = true);
+                let better = match lead[start] {
                     None => true,
-                    Some((l, i)) => len > l || (len == l && *secret < i),
+                    Some((l, i)) => end - start > l || (end - start == l && *secret < i),
                 };
                 if better {
-                    lead[s] = Some((len, *secret));
+                    lead[start] = Some((end - start, *secret));
                 }
             }
         }
@@ -85,6 +89,19 @@ fn model(
             i += 1;
         }
     }
+}
+
+/// `hay` without line breaks, and where each remaining byte was.
+fn strip_breaks(hay: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut stripped = Vec::with_capacity(hay.len());
+    let mut at = Vec::with_capacity(hay.len());
+    for (i, &b) in hay.iter().enumerate() {
+        if b != b'\n' && b != b'\r' {
+            stripped.push(b);
+            at.push(i);
+        }
+    }
+    (stripped, at)
 }
 
 fn strip_one_newline(v: &[u8]) -> &[u8] {
@@ -122,12 +139,39 @@ fn independent_forms(value: &[u8], min_len: usize) -> Vec<Vec<u8>> {
                 .collect::<String>()
                 .into_bytes(),
         );
-        for keep in ["-_.~", "-_.~!*'()"] {
+        for sep in [" ", ":"] {
+            for upper in [false, true] {
+                let digits: Vec<String> = core
+                    .iter()
+                    .map(|b| {
+                        if upper {
+                            format!("{b:02X}")
+                        } else {
+                            format!("{b:02x}")
+                        }
+                    })
+                    .collect();
+                forms.push(digits.join(sep).into_bytes());
+            }
+        }
+        // (bytes kept as they are, space as '+'): encodeURIComponent, quote(safe=''),
+        // quote(), quote_plus, URLSearchParams, PHP urlencode, encodeURI
+        for (keep, plus) in [
+            ("-_.!~*'()", false),
+            ("-_.~", false),
+            ("-_.~/", false),
+            ("-_.~", true),
+            ("*-._", true),
+            ("-_.", true),
+            ("-_.!~*'();,/?:@&=+$#", false),
+        ] {
             let upper: String = core
                 .iter()
                 .map(|&b| {
                     if b.is_ascii_alphanumeric() || keep.as_bytes().contains(&b) {
                         (b as char).to_string()
+                    } else if b == b' ' && plus {
+                        "+".to_owned()
                     } else {
                         format!("%{b:02X}")
                     }
@@ -184,22 +228,37 @@ fn independent_forms(value: &[u8], min_len: usize) -> Vec<Vec<u8>> {
     }
     if trimmed.contains(&b'\n') {
         for line in trimmed.split(|&b| b == b'\n') {
-            forms.push(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
+            // the documented rule: a word of 16 bytes (or min_len) without whitespace,
+            // quotes or `,;:(){}[]<>`
+            let telling = line
+                .split(|b| b.is_ascii_whitespace() || b"\"'`,;:(){}[]<>".contains(b))
+                .any(|w| w.len() >= min_len.max(16));
+            if telling {
+                // without surrounding whitespace
+                let text = line.trim_ascii();
+                forms.push(text.to_vec());
+            }
         }
+    }
+    // Line breaks are invisible to matching, in forms as in the output.
+    for f in &mut forms {
+        f.retain(|&b| b != b'\n' && b != b'\r');
     }
     forms.retain(|f| f.len() >= min_len);
     forms
 }
 
+/// Where `pattern` occurs in `hay` (line breaks skipped) without touching a mask.
 fn occurs_outside(hay: &[u8], pattern: &[u8], spans: &[Range<usize>]) -> Option<usize> {
-    if pattern.is_empty() || pattern.len() > hay.len() {
+    let (stripped, at) = strip_breaks(hay);
+    if pattern.is_empty() || pattern.len() > stripped.len() {
         return None;
     }
-    (0..=hay.len() - pattern.len()).find(|&s| {
-        &hay[s..s + pattern.len()] == pattern
-            && !spans
-                .iter()
-                .any(|m| m.start < s + pattern.len() && s < m.end)
+    (0..=stripped.len() - pattern.len()).find_map(|s| {
+        let (start, end) = (at[s], at[s + pattern.len() - 1] + 1);
+        let found = &stripped[s..s + pattern.len()] == pattern
+            && !spans.iter().any(|m| m.start < end && start < m.end);
+        found.then_some(start)
     })
 }
 
@@ -226,6 +285,43 @@ enum Piece {
     Partial(u32, u32, u32),
     /// base64(prefix + secret + suffix).
     Blob(u32, Vec<u8>, Vec<u8>, u8),
+    /// A blob wrapped as `base64`, `openssl base64` and PEM do.
+    Wrapped(Box<Wrap>),
+}
+
+#[derive(Debug, Clone)]
+struct Wrap {
+    secret: u32,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    engine: u8,
+    /// Line width: 64, 76, or a multiple of 4 from 4 to 1024.
+    width: usize,
+    /// Characters already on the first line (the blob starts mid-line).
+    column: usize,
+    crlf: bool,
+}
+
+impl Wrap {
+    fn write(&self, value: &[u8], hay: &mut Vec<u8>) {
+        let mut raw = self.prefix.clone();
+        raw.extend_from_slice(value);
+        raw.extend_from_slice(&self.suffix);
+        let engine =
+            &[STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD][self.engine as usize % 4];
+        let text = engine.encode(raw).into_bytes();
+        let eol: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+        let mut col = self.column % self.width;
+        for &c in &text {
+            if col == self.width {
+                hay.extend_from_slice(eol);
+                col = 0;
+            }
+            hay.push(c);
+            col += 1;
+        }
+        hay.extend_from_slice(eol);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +391,15 @@ fn case(shape: &Shape) -> impl Strategy<Value = Case> + use<> {
             any::<u8>()
         )
             .prop_map(|(s, p, q, e)| Piece::Blob(s, p, q, e)),
+        1 => (
+            (any::<u32>(), prop::collection::vec(any::<u8>(), 0..5), prop::collection::vec(any::<u8>(), 0..5), any::<u8>()),
+            prop_oneof![Just(64usize), Just(76usize), (1..=256usize).prop_map(|k| 4 * k)],
+            0..80usize,
+            any::<bool>(),
+        )
+            .prop_map(|((secret, prefix, suffix, engine), width, column, crlf)| {
+                Piece::Wrapped(Box::new(Wrap { secret, prefix, suffix, engine, width, column, crlf }))
+            }),
     ];
     // Writes under 64 bytes walk the automaton from the saved state; larger ones
     // search the whole buffer (with the jump finder or the overlapping search):
@@ -364,6 +469,8 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
             insertable.push(value.clone());
         }
         insertable.extend(own.iter().cloned());
+        // the library's own forms too: percent variants, escapes, hex separators
+        insertable.extend(derived.iter().map(|p| p.to_vec()));
         patterns.extend(own.into_iter().map(|p| (p, i)));
         patterns.extend(derived.iter().map(|p| (p.to_vec(), i)));
     }
@@ -393,6 +500,11 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
                     let engine =
                         &[STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD][*e as usize % 4];
                     hay.extend_from_slice(engine.encode(raw).as_bytes());
+                }
+            }
+            Piece::Wrapped(wrap) => {
+                if let Some(value) = pick(&case.secrets, wrap.secret) {
+                    wrap.write(value, &mut hay);
                 }
             }
         }
@@ -491,40 +603,46 @@ fn run(name: &str, share: u64, salt: u64, shape: Shape) {
     eprintln!("{name}: {cases} cases in {:.1?}", started.elapsed());
 }
 
+// The two largest shares are split in halves (other seeds, same shape), so the test
+// threads of a 2-core machine finish together.
+const TINY: Shape = Shape {
+    alphabet: Alphabet::Tiny,
+    secrets: 1..5,
+    secret_len: 1..9,
+    pieces: 0..24,
+    filler_len: 0..6,
+    min_lens: &[1, 2, 3, 4, 4, 4],
+    max_write: 7,
+};
+
+const TEXT: Shape = Shape {
+    alphabet: Alphabet::Text,
+    secrets: 1..5,
+    secret_len: 1..12,
+    pieces: 0..10,
+    filler_len: 0..16,
+    min_lens: &[4, 4, 4, 8],
+    max_write: 40,
+};
+
 #[test]
 fn tiny_alphabet_overlapping_secrets() {
-    run(
-        "tiny_alphabet_overlapping_secrets",
-        650,
-        1,
-        Shape {
-            alphabet: Alphabet::Tiny,
-            secrets: 1..5,
-            secret_len: 1..9,
-            pieces: 0..24,
-            filler_len: 0..6,
-            min_lens: &[1, 2, 3, 4, 4, 4],
-            max_write: 7,
-        },
-    );
+    run("tiny_alphabet_overlapping_secrets", 325, 1, TINY);
+}
+
+#[test]
+fn tiny_alphabet_overlapping_secrets_2() {
+    run("tiny_alphabet_overlapping_secrets_2", 325, 6, TINY);
 }
 
 #[test]
 fn text_secrets_in_text() {
-    run(
-        "text_secrets_in_text",
-        220,
-        2,
-        Shape {
-            alphabet: Alphabet::Text,
-            secrets: 1..5,
-            secret_len: 1..12,
-            pieces: 0..10,
-            filler_len: 0..16,
-            min_lens: &[4, 4, 4, 8],
-            max_write: 40,
-        },
-    );
+    run("text_secrets_in_text", 110, 2, TEXT);
+}
+
+#[test]
+fn text_secrets_in_text_2() {
+    run("text_secrets_in_text_2", 110, 7, TEXT);
 }
 
 #[test]

@@ -447,12 +447,33 @@ pub(crate) fn json_fields(doc: &mut serde_json::Value) -> Option<BTreeMap<String
             .map(|(name, v)| {
                 let value = match v {
                     serde_json::Value::String(s) => Secret::from(std::mem::take(s)),
-                    other => Secret::from(other.to_string()),
+                    other => json_text(other),
                 };
                 (name.clone(), value)
             })
             .collect(),
     )
+}
+
+/// The JSON text of a nested value (`{"a":"b"}`, `5432`), written into a buffer sized
+/// before it is filled: `to_string` grows a `String` by doubling and leaves copies behind.
+fn json_text(v: &serde_json::Value) -> Secret {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a Value to memory cannot fail (its keys are strings).
+    let _ = serde_json::to_writer(&mut counter, v);
+    let mut buf = Vec::with_capacity(counter.0);
+    let _ = serde_json::to_writer(&mut buf, v);
+    Secret::from_vec(buf)
 }
 
 /// Wipes the strings left in a parsed document (nested values, before it is dropped).

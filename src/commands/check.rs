@@ -254,16 +254,15 @@ fn check_var(
         Err(failures) => {
             for f in failures {
                 let missing = f.reason.starts_with("not found") || f.reason.starts_with("not set");
-                let (kind, hint) = if missing {
-                    (
-                        "missing",
-                        Some(String::from(
+                let kind = if missing { "missing" } else { "error" };
+                // The resolver's own hint says what to do for this backend and failure.
+                let hint = f.hint.clone().or_else(|| {
+                    missing.then(|| {
+                        String::from(
                             "create it in its backend (local store: `envrun secrets set KEY`), or fix the reference",
-                        )),
-                    )
-                } else {
-                    ("error", None)
-                };
+                        )
+                    })
+                });
                 add(
                     kind,
                     Severity::Error,
@@ -376,23 +375,32 @@ fn check_var(
                 }
             }
             None => {
-                let why = var
+                let recorded_elsewhere =
+                    "set it again to start its clock (local store: `envrun secrets set`)";
+                let not_kept = "keep it in a backend that records change times (local, Vault KV v2, AWS, GCP, Azure), or drop the policy for it";
+                let (why, hint) = var
                     .sources
                     .iter()
                     .find_map(|s| match s.age {
-                        Age::NotRecorded => Some(format!(
-                            "{} has no recorded change time (written before envrun recorded them, or the backend did not say)",
-                            s.reference
-                        )),
-                        Age::NotKept => Some(match (&s.backend, s.backend_kind) {
-                            (Some(b), Some(kind)) => format!(
-                                "backend `{b}` ({kind}) does not record when a value changes"
+                        Age::NotRecorded => Some((
+                            format!(
+                                "{} has no recorded change time (written before envrun recorded them, or the backend did not say)",
+                                s.reference
                             ),
-                            _ => format!("`{}` values have no age", s.kind),
-                        }),
+                            recorded_elsewhere,
+                        )),
+                        Age::NotKept => Some((
+                            match (&s.backend, s.backend_kind) {
+                                (Some(b), Some(kind)) => format!(
+                                    "backend `{b}` ({kind}) does not record when a value changes"
+                                ),
+                                _ => format!("`{}` values have no age", s.kind),
+                            },
+                            not_kept,
+                        )),
                         _ => None,
                     })
-                    .unwrap_or_else(|| String::from("the value has no known age"));
+                    .unwrap_or((String::from("the value has no known age"), not_kept));
                 add(
                     "no-age",
                     Severity::Warning,
@@ -400,9 +408,7 @@ fn check_var(
                         "rotation policy `{}: {}` cannot be checked: {why}",
                         policy.pattern, policy.written
                     ),
-                    Some(String::from(
-                        "for the local store, set the secret again to start its clock",
-                    )),
+                    Some(String::from(hint)),
                 );
             }
         }

@@ -287,11 +287,27 @@ fn get(loc: &Location, name: &str, reveal: bool) -> Result<i32, Error> {
         if newline {
             out.push(b'\n');
         }
-        return write_stdout(&out);
+        return write_fd1(&out);
     }
     // The store holds only UTF-8 (checked when sealing and when parsing the JSON).
     let text = std::str::from_utf8(value.expose()).unwrap_or("");
     write_stdout(format!("{}\n", masked(text)).as_bytes())
+}
+
+/// Writes a value straight to file descriptor 1: std's stdout keeps a buffer for the life
+/// of the process that would hold a copy of the value, unwiped.
+fn write_fd1(mut bytes: &[u8]) -> Result<i32, Error> {
+    let stdout = std::io::stdout();
+    while !bytes.is_empty() {
+        match nix::unistd::write(&stdout, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            // A closed pipe (`get --reveal | head -c 3`) is not an error worth reporting.
+            Err(nix::errno::Errno::EPIPE) => return Ok(0),
+            Err(e) => return Err(Error::io("write to stdout", e.into())),
+        }
+    }
+    Ok(0)
 }
 
 fn list(loc: &Location, json: bool, long: bool) -> Result<i32, Error> {

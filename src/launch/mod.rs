@@ -142,9 +142,11 @@ fn same_file(a: std::os::fd::BorrowedFd<'_>, b: std::os::fd::BorrowedFd<'_>) -> 
     }
 }
 
-/// Compiles the secret values that must be masked, or `None` if there are none. Installs
-/// the masker for envrun's own messages, and (when `mask` is on) warns once for each
-/// variable whose value is too short to mask.
+/// The masker for the secret values, or `None` if there are none. Cheap: the automaton is
+/// compiled on first use (the child's first output, or envrun's first message), so exec
+/// mode and a silent child never pay for it. Installs the masker for envrun's own
+/// messages, and (when `mask` is on) warns once for each variable whose value is too short
+/// to mask.
 pub fn scrubber(
     masks: &[(String, Secret)],
     opts: &ScrubOptions,

@@ -236,6 +236,26 @@ pub fn explain(e: &YamlError, text: &str) -> String {
             at,
             String::from("the manifest holds several YAML documents (`---`); keep one"),
         ),
+        // serde's own message for a key given twice in a struct it buffered first.
+        YamlError::Message { msg, .. } if msg.starts_with("duplicate field `") => {
+            let field = msg["duplicate field `".len()..].trim_end_matches('`');
+            let from = at.unwrap_or((0, 0));
+            let all = keys(text);
+            let mut same = all
+                .iter()
+                .filter(|k| k.name == field && (k.line, k.column) >= from);
+            let first = same.next();
+            let second = first.and_then(|f| same.find(|k| k.parent == f.parent));
+            let under = match first.map(|k| k.parent.as_str()) {
+                Some("") => String::from(" at the top level"),
+                None => String::new(),
+                Some(parent) => format!(" under `{parent}`"),
+            };
+            (
+                second.map(|k| (k.line, k.column)).or(at),
+                format!("key `{field}` appears twice{under}; keep one"),
+            )
+        }
         other => (at, library_message(other)),
     };
     format!("{}{message}", position(at))

@@ -1,0 +1,442 @@
+//! The compiled matcher: an Aho-Corasick automaton over the first [`ANCHOR_LEN`] (16) bytes
+//! of every form (its *anchor*), the forms behind each anchor, and prefilters that let a
+//! search jump over text that cannot start an occurrence.
+//!
+//! A form no longer than its anchor is complete when the automaton reports the anchor; a
+//! longer one becomes a candidate that the stream ([`super::stream`]) checks byte by byte
+//! against the value. So the automaton holds at most `ANCHOR_LEN` bytes per form, and
+//! building it costs the same for a 40-byte token and a 128 KiB CA bundle.
+//!
+//! Standard (overlapping) semantics: every occurrence of every anchor is reported, and
+//! each state stands for exactly one anchor prefix, which is what [`Compiled::depth`]
+//! relies on. Small sets get a DFA (up to [`DFA_MAX_MEMORY`]), larger ones a contiguous
+//! NFA, the same trade-off `aho_corasick::AhoCorasick` makes.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::{AhoCorasick, Anchored, MatchKind, StartKind, dfa, nfa};
+use zeroize::Zeroizing;
+
+use super::forms::{ANCHOR_LEN, Cursor, Form};
+
+/// Which automaton was compiled.
+pub(super) enum Engine {
+    Empty,
+    Dfa(dfa::DFA),
+    Contiguous(nfa::contiguous::NFA),
+    Noncontiguous(nfa::noncontiguous::NFA),
+}
+
+/// Runs `$body` with `$aut` bound to the concrete automaton, so the search loops are
+/// monomorphized instead of going through a vtable per byte.
+macro_rules! with_automaton {
+    ($engine:expr, $aut:ident => $body:expr, empty => $empty:expr) => {
+        match $engine {
+            $crate::scrub::engine::Engine::Empty => $empty,
+            $crate::scrub::engine::Engine::Dfa($aut) => $body,
+            $crate::scrub::engine::Engine::Contiguous($aut) => $body,
+            $crate::scrub::engine::Engine::Noncontiguous($aut) => $body,
+        }
+    };
+}
+pub(super) use with_automaton;
+
+/// What an anchor stands for: a form, and whether the anchor is all of it.
+#[derive(Clone, Copy)]
+pub(super) struct Target {
+    pub form: u32,
+    pub complete: bool,
+}
+
+pub(super) struct Compiled {
+    pub engine: Engine,
+    /// Anchor (pattern ID) -> its targets, as a range into `targets`.
+    pub anchor_targets: Vec<(u32, u32)>,
+    pub targets: Vec<Target>,
+    /// Anchor lengths by pattern ID.
+    pub anchor_len: Vec<u32>,
+    /// Leftmost searchers over the anchors' first [`FINDER_KEY_LEN`] bytes, for
+    /// jumping over text that cannot start an occurrence: `MatchKind::Standard`
+    /// (needed for overlapping search) gets no SIMD prefilter, leftmost kinds get
+    /// Teddy, which takes up to 64 patterns, hence several shards. Empty when there
+    /// would be too many shards to beat a plain automaton scan.
+    pub finders: Vec<AhoCorasick>,
+    /// When there are too many keys for the finders: a bit per hash of each anchor's
+    /// first [`GRAM_LEN`] bytes. A position whose next bytes' bit is clear cannot start
+    /// an occurrence. `None` when an anchor is shorter than that, or finders are used.
+    pub grams: Option<Box<[u64]>>,
+    /// Automaton state -> length of the anchor prefix it stands for: how many
+    /// trailing (non-line-break) bytes to hold back.
+    depth: DepthMap,
+    /// Longest anchor - 1: the most bytes the automaton alone can hold back.
+    pub window: usize,
+}
+
+/// Every occurrence of an anchor starts with an occurrence of one of these keys (or has
+/// a line break within its first key-length bytes; the stream handles that).
+pub(super) const FINDER_KEY_LEN: usize = 8;
+/// The most keys aho-corasick's packed (Teddy) prefilter takes.
+const FINDER_SHARD_KEYS: usize = 64;
+/// Each shard scans the whole input; past this many, a plain scan is faster.
+pub(super) const FINDER_MAX_SHARDS: usize = 16;
+
+/// A DFA is faster to walk, but its build time and table grow with states x byte classes;
+/// past a few hundred anchors the contiguous NFA builds in a fraction of the time, and the
+/// automaton is built while the first output waits.
+const DFA_MAX_PATTERN_BYTES: usize = 4 * 1024;
+pub(super) const DFA_MAX_MEMORY: usize = 32 << 20;
+
+impl Compiled {
+    /// Compiles `forms` (whose secrets are `values`), dropping forms shorter than
+    /// `min_len`. Infallible: the anchors are bounded, and if even the fallback NFA
+    /// cannot be built, nothing matches and the caller is told by [`Compiled::failed`].
+    pub fn build(forms: &[Form], values: &[Zeroizing<Vec<u8>>], min_len: usize) -> Compiled {
+        // (anchor bytes, target)
+        let mut anchored: Vec<(Zeroizing<Vec<u8>>, Target)> = Vec::with_capacity(forms.len());
+        for (i, form) in forms.iter().enumerate() {
+            let value = &values[form.secret as usize];
+            let mut cursor = Cursor::new(form);
+            let mut anchor = Zeroizing::new(Vec::with_capacity(ANCHOR_LEN));
+            while anchor.len() < ANCHOR_LEN {
+                match cursor.next(form, value) {
+                    Some(b) => anchor.push(b),
+                    None => break,
+                }
+            }
+            let complete = anchor.len() < ANCHOR_LEN || cursor.next(form, value).is_none();
+            cursor.wipe();
+            if anchor.is_empty() {
+                continue;
+            }
+            if complete && anchor.len() < min_len {
+                continue;
+            }
+            if !complete && min_len > ANCHOR_LEN && form_len(form, value) < min_len {
+                continue;
+            }
+            anchored.push((
+                anchor,
+                Target {
+                    form: i as u32,
+                    complete,
+                },
+            ));
+        }
+        anchored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.form.cmp(&b.1.form)));
+
+        let mut anchors: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        let mut anchor_targets = Vec::new();
+        let mut targets = Vec::with_capacity(anchored.len());
+        for (anchor, target) in anchored {
+            if anchors.last().is_none_or(|last| **last != *anchor) {
+                anchors.push(anchor);
+                anchor_targets.push((targets.len() as u32, targets.len() as u32));
+            }
+            targets.push(target);
+            anchor_targets.last_mut().expect("pushed above").1 = targets.len() as u32;
+        }
+        let anchor_len: Vec<u32> = anchors.iter().map(|a| a.len() as u32).collect();
+        let window = anchors.iter().map(|a| a.len()).max().unwrap_or(1) - 1;
+        let engine = if anchors.is_empty() {
+            Engine::Empty
+        } else {
+            build_engine(&anchors)
+        };
+        let depth =
+            with_automaton!(&engine, aut => depth_map(aut, &anchors), empty => DepthMap::default());
+        let finders = build_finders(&anchors);
+        let grams = if finders.is_empty() {
+            build_grams(&anchors)
+        } else {
+            None
+        };
+        Compiled {
+            engine,
+            anchor_targets,
+            targets,
+            anchor_len,
+            finders,
+            grams,
+            depth,
+            window,
+        }
+    }
+
+    /// Whether the automaton could not be built (only if the pattern set is absurdly
+    /// large); the stream then masks everything rather than nothing.
+    pub fn failed(&self) -> bool {
+        matches!(self.engine, Engine::Empty) && !self.anchor_len.is_empty()
+    }
+
+    /// How many trailing bytes the automaton in `state` is still reading as the start
+    /// of an anchor. Every reachable state is in the map; the whole window would be the
+    /// safe answer if one were not.
+    pub fn depth(&self, state: StateID) -> usize {
+        self.depth
+            .get(&state.as_u32())
+            .map_or(self.window, |&d| d as usize)
+            .min(self.window)
+    }
+
+    /// The targets of anchor `pid`.
+    pub fn targets_of(&self, pid: usize) -> &[Target] {
+        let (a, b) = self.anchor_targets[pid];
+        &self.targets[a as usize..b as usize]
+    }
+
+    /// Approximate heap bytes held by the automata and tables.
+    pub fn memory_usage(&self) -> usize {
+        let engine = with_automaton!(&self.engine, aut => aut.memory_usage(), empty => 0);
+        let finder: usize = self.finders.iter().map(AhoCorasick::memory_usage).sum();
+        engine
+            + finder
+            + self.depth.capacity() * 9
+            + self.targets.len() * 8
+            + self.anchor_targets.len() * 12
+            + self.grams.as_ref().map_or(0, |g| g.len() * 8)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.engine {
+            Engine::Empty => "empty",
+            Engine::Dfa(_) => "dfa",
+            Engine::Contiguous(_) => "contiguous-nfa",
+            Engine::Noncontiguous(_) => "noncontiguous-nfa",
+        }
+    }
+}
+
+/// The full length of a form (only needed when `--min-mask-len` exceeds the anchor).
+fn form_len(form: &Form, value: &[u8]) -> usize {
+    let mut cursor = Cursor::new(form);
+    let mut n = 0;
+    while cursor.next(form, value).is_some() {
+        n += 1;
+    }
+    cursor.wipe();
+    n
+}
+
+fn build_engine(anchors: &[Zeroizing<Vec<u8>>]) -> Engine {
+    let Ok(nnfa) = nfa::noncontiguous::Builder::new()
+        .match_kind(MatchKind::Standard)
+        .prefilter(true)
+        .build(anchors.iter().map(|p| p.as_slice()))
+    else {
+        return Engine::Empty;
+    };
+    // A DFA is about 1.5-2x faster than the contiguous NFA here, but its table is
+    // states x byte classes x 4 bytes, with about as many states as anchor bytes.
+    let total_bytes: usize = anchors.iter().map(|p| p.len()).sum();
+    let mut seen = [false; 256];
+    anchors
+        .iter()
+        .flat_map(|p| p.iter())
+        .for_each(|&b| seen[usize::from(b)] = true);
+    // An upper bound of the table, cheap enough to skip a doomed build: one class
+    // per distinct byte plus one for the rest, rounded up to the stride.
+    let classes = seen.iter().filter(|&&s| s).count() + 1;
+    let estimate = total_bytes * classes.next_power_of_two() * 4;
+    if total_bytes <= DFA_MAX_PATTERN_BYTES
+        && estimate <= 2 * DFA_MAX_MEMORY
+        && let Ok(dfa) = dfa::Builder::new()
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Unanchored)
+            .prefilter(true)
+            .build_from_noncontiguous(&nnfa)
+        && dfa.memory_usage() <= DFA_MAX_MEMORY
+    {
+        return Engine::Dfa(dfa);
+    }
+    match nfa::contiguous::Builder::new()
+        .match_kind(MatchKind::Standard)
+        .prefilter(true)
+        .build_from_noncontiguous(&nnfa)
+    {
+        Ok(cnfa) => Engine::Contiguous(cnfa),
+        Err(_) => Engine::Noncontiguous(nnfa),
+    }
+}
+
+fn build_finders(anchors: &[Zeroizing<Vec<u8>>]) -> Vec<AhoCorasick> {
+    let mut keys: Vec<Zeroizing<Vec<u8>>> = anchors
+        .iter()
+        .map(|p| Zeroizing::new(p[..p.len().min(FINDER_KEY_LEN)].to_ascii_lowercase()))
+        .collect();
+    keys.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
+    keys.dedup_by(|a, b| a.as_slice() == b.as_slice());
+    if keys.len() > FINDER_SHARD_KEYS * FINDER_MAX_SHARDS {
+        return Vec::new();
+    }
+    let finders: Option<Vec<AhoCorasick>> = keys
+        .chunks(FINDER_SHARD_KEYS)
+        .map(|shard| {
+            // Case-insensitive: upper- and lower-case hex and percent forms share keys,
+            // so twice as many secrets fit in the shards; a key found in the wrong case
+            // only costs a short walk of the automaton.
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .ascii_case_insensitive(true)
+                .prefilter(true)
+                .build(shard.iter().map(|k| k.as_slice()))
+                .ok()
+        })
+        .collect();
+    finders.unwrap_or_default()
+}
+
+/// Bytes per gram, and bits in the gram filter (128 KiB: it stays in a core's cache,
+/// and 10,000 grams set about 1% of it).
+pub(super) const GRAM_LEN: usize = 4;
+const GRAM_BITS: u32 = 20;
+
+/// The filter's bit for the gram starting `bytes`.
+#[inline]
+pub(super) fn gram_bit(bytes: &[u8]) -> usize {
+    let g = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    (g.wrapping_mul(0x9e37_79b1) >> (32 - GRAM_BITS)) as usize
+}
+
+#[inline]
+pub(super) fn gram_hit(grams: &[u64], bytes: &[u8]) -> bool {
+    let bit = gram_bit(bytes);
+    grams[bit / 64] & (1 << (bit % 64)) != 0
+}
+
+fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<[u64]>> {
+    if anchors.iter().any(|a| a.len() < GRAM_LEN) {
+        return None;
+    }
+    let mut grams = vec![0u64; (1 << GRAM_BITS) / 64].into_boxed_slice();
+    for anchor in anchors {
+        let bit = gram_bit(&anchor[..GRAM_LEN]);
+        grams[bit / 64] |= 1 << (bit % 64);
+    }
+    Some(grams)
+}
+
+/// Walks every anchor from the start state and records how deep each state is.
+/// Walking an anchor's own prefix from the unanchored start always lands on the
+/// trie node of that prefix, and with standard semantics every state is one.
+fn depth_map<A: Automaton>(aut: &A, anchors: &[Zeroizing<Vec<u8>>]) -> DepthMap {
+    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
+    let states: usize = anchors.iter().map(|p| p.len()).sum::<usize>() + 1;
+    let mut depth = DepthMap::with_capacity_and_hasher(states, Default::default());
+    depth.insert(start.as_u32(), 0);
+    for anchor in anchors {
+        let mut sid = start;
+        for (i, &b) in anchor.iter().enumerate() {
+            sid = aut.next_state(Anchored::No, sid, b);
+            depth.insert(sid.as_u32(), (i + 1) as u32);
+        }
+    }
+    depth
+}
+
+/// State IDs are small integers chosen by the automaton, not by an attacker, and
+/// there is one entry per anchor byte: SipHash would only slow the build down.
+type DepthMap = HashMap<u32, u32, BuildHasherDefault<StateIdHasher>>;
+
+#[derive(Default)]
+struct StateIdHasher(u64);
+
+impl Hasher for StateIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; the rotation brings the well-mixed high bits down to
+        // where the table takes its bucket index (DFA state IDs are multiples of
+        // the stride, so their own low bits are all zero).
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::forms::{Encoding, forms_of};
+    use super::*;
+
+    fn compile(values: &[&[u8]]) -> Compiled {
+        let values: Vec<Zeroizing<Vec<u8>>> =
+            values.iter().map(|v| Zeroizing::new(v.to_vec())).collect();
+        let mut forms = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            forms_of(i as u32, v, 4, &mut forms);
+        }
+        Compiled::build(&forms, &values, 4)
+    }
+
+    #[test]
+    fn anchors_are_bounded_whatever_the_value_length() {
+        let small = compile(&[&[b'x'; 200]]);
+        let large = compile(&[&vec![b'y'; 128 * 1024]]);
+        assert!(large.window < ANCHOR_LEN);
+        // the same number of forms, so about the same automaton
+        assert!(large.memory_usage() < 2 * small.memory_usage() + 4096);
+        assert!(large.targets.iter().any(|t| !t.complete));
+    }
+
+    #[test]
+    fn identical_anchors_share_one_pattern() {
+        // padded and unpadded base64 of a short value start alike; one anchor, two forms
+        let c = compile(&[b"secretvalue"]);
+        assert!(c.anchor_targets.iter().any(|(a, b)| b - a > 1));
+        assert_eq!(c.anchor_len.len(), c.anchor_targets.len());
+    }
+
+    #[test]
+    fn short_forms_are_dropped() {
+        let values = [Zeroizing::new(b"abcd".to_vec())];
+        let form = Form {
+            secret: 0,
+            start: 0,
+            end: 4,
+            shift: 0,
+            newline: false,
+            skip: 0,
+            encoding: Encoding::Raw,
+        };
+        assert!(Compiled::build(&[form], &values, 5).anchor_len.is_empty());
+        assert_eq!(Compiled::build(&[form], &values, 4).anchor_len, [4]);
+    }
+
+    #[test]
+    fn too_many_keys_for_the_finders_get_the_gram_filter() {
+        let few = compile(&[b"secretvalue"]);
+        assert!(!few.finders.is_empty() && few.grams.is_none());
+        let many: Vec<Vec<u8>> = (0..600)
+            .map(|i| format!("{i:04}-{}", i * 7919).into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        let c = compile(&refs);
+        assert!(c.finders.is_empty());
+        let grams = c.grams.as_ref().expect("anchors of 4 bytes or more");
+        assert!(gram_hit(grams, b"0123"));
+    }
+
+    #[test]
+    fn small_sets_get_a_dfa_and_large_ones_an_nfa() {
+        assert_eq!(compile(&[b"secretvalue"]).kind(), "dfa");
+        let many: Vec<Vec<u8>> = (0..600)
+            .map(|i| format!("value-{i:04}-xyz-{:0>48}", i * 7).into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        assert_eq!(compile(&refs).kind(), "contiguous-nfa");
+    }
+}
