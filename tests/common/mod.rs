@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod proxy;
 pub mod server;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envrun");
