@@ -701,13 +701,22 @@ fn hints_name_the_next_step_for_the_backend_and_cause() {
     t.run(&["--", "true"])
         .status(125)
         .stderr_has("`envrun secrets set MISSING` adds it");
-    // Not a usage error, so no pointer to --help.
+    // Not usage errors, so no pointer to --help.
     Test::new()
         .command(&["secrets", "set", "E"])
         .stdin_bytes(b"")
         .done()
         .status(125)
         .stderr_has("empty value on stdin")
+        .never_shows("--help");
+    let t = Test::new().file("bad.env", "A=\"unclosed\n");
+    t.run(&["check", "--template", "missing.env"])
+        .status(125)
+        .stderr_has("hint: check the path given to --template")
+        .never_shows("--help");
+    t.run(&["check", "--template", "bad.env"])
+        .status(125)
+        .stderr_has("hint: a template holds NAME=value lines")
         .never_shows("--help");
 }
 
