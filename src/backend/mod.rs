@@ -29,6 +29,8 @@
 //! Configuration is one serde-tagged enum ([`BackendConfig`]); [`BackendConfig::build`] turns
 //! it into a backend in one `match`. Backends are built only when a reference uses them.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod dotenv;
 pub mod env;
 pub mod files;
@@ -367,7 +369,14 @@ pub enum BackendConfig {
     Vault(vault::VaultConfig),
     #[cfg(not(feature = "vault"))]
     Vault(Unavailable),
+    #[cfg(feature = "aws")]
+    Aws(aws::AwsConfig),
+    #[cfg(not(feature = "aws"))]
     Aws(Unavailable),
+    #[cfg(feature = "aws")]
+    #[serde(rename = "aws-ssm")]
+    AwsSsm(aws::AwsConfig),
+    #[cfg(not(feature = "aws"))]
     #[serde(rename = "aws-ssm")]
     AwsSsm(Unavailable),
     Gcp(Unavailable),
@@ -430,7 +439,13 @@ impl BackendConfig {
             BackendConfig::Vault(c) => Box::new(vault::Vault::new(c, ctx)?),
             #[cfg(not(feature = "vault"))]
             BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
+            #[cfg(feature = "aws")]
+            BackendConfig::Aws(c) => Box::new(aws::SecretsManager::new(c, ctx)),
+            #[cfg(not(feature = "aws"))]
             BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
+            #[cfg(feature = "aws")]
+            BackendConfig::AwsSsm(c) => Box::new(aws::ParameterStore::new(c, ctx)),
+            #[cfg(not(feature = "aws"))]
             BackendConfig::AwsSsm(Unavailable) => {
                 return Err(Unavailable::error("aws-ssm", "aws"));
             }
