@@ -43,7 +43,10 @@ fn ctrl_z_stops_envrun_with_the_child_and_continue_resumes_both() {
     // The child keeps the default SIGTSTP action: forwarded, it stops; envrun then stops
     // itself so a shell would see the whole job stopped.
     let t = supervised();
-    let (mut envrun, child) = spawn_reporting_child(&t, "exec sleep 60");
+    // In a process group of its own, whose parent (this test) is in another group of the
+    // same session: the kernel discards stop signals in an orphaned process group, and the
+    // test binary's own group is orphaned when `cargo test` runs detached (as CI may).
+    let (mut envrun, child) = spawn_reporting_child_in(&t, "exec sleep 60", true);
     wait_for("the exec", || comm(child).as_deref() == Some("sleep"));
     kill(envrun.id(), libc::SIGTSTP);
     wait_for("the child to stop", || state(child) == Some('T'));
@@ -65,9 +68,17 @@ fn comm(pid: u32) -> Option<String> {
 /// Starts envrun with a shell child that writes its PID to `child.pid` and then runs
 /// `then`; returns envrun and the child's PID.
 fn spawn_reporting_child(t: &Test, then: &str) -> (std::process::Child, u32) {
+    spawn_reporting_child_in(t, then, false)
+}
+
+/// As [`spawn_reporting_child`]; with `own_group`, envrun leads a new process group.
+fn spawn_reporting_child_in(t: &Test, then: &str, own_group: bool) -> (std::process::Child, u32) {
     let script = format!("echo $$ > child.pid; {then}");
     let mut run = t.command(&["--", "sh", "-c", &script]);
     run.cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    if own_group {
+        std::os::unix::process::CommandExt::process_group(&mut run.cmd, 0);
+    }
     let envrun = run.cmd.spawn().unwrap();
     wait_for("the child", || {
         std::fs::read_to_string(t.path("child.pid")).is_ok_and(|s| s.ends_with('\n'))
