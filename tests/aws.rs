@@ -548,6 +548,16 @@ fn parameters_string_secure_versions_labels_and_tenants() {
     let m = manifest(
         "aws-ssm",
         &moto.proxy.url(),
+        "tenant_layout: json",
+        &[("K", "secret:key")],
+    );
+    aws_test(&m)
+        .run(&["--", "true"])
+        .status(125)
+        .stderr_has("`tenant_layout: json` is for `type: aws` (Secrets Manager) only");
+    let m = manifest(
+        "aws-ssm",
+        &moto.proxy.url(),
         "",
         &[("K", "secret:/app/prod/key?version=1&label=stable")],
     );

@@ -860,3 +860,67 @@ fn check_reports_when_a_kv2_value_was_written() {
         "{report:#}\nwritten {written}"
     );
 }
+
+/// Rotation policies against Vault: a KV v2 value older than its policy is due, one within
+/// it is not, and a KV v1 value (which has no time) is reported as having no age. The
+/// canary never shows (under a name that is not checked for strength: the canary contains
+/// `123456`, which `check` rightly calls weak). The "old" value is old by construction: a policy of 1 ns is shorter
+/// than any real age, so no clock is faked and nothing waits.
+#[test]
+fn rotation_is_checked_against_kv2_times_and_kv1_has_no_age() {
+    let bao = Bao::start();
+    bao.put("secret", "fresh", serde_json::json!({ "token": CANARY }));
+    bao.put(
+        "secret",
+        "due",
+        serde_json::json!({ "token": "Zq8v-Lr2m-Wd5k-Pj7x-Tn3c" }),
+    );
+    bao.api(
+        "POST",
+        "sys/mounts/kv1",
+        r#"{"type":"kv","options":{"version":"1"}}"#,
+    );
+    bao.api("POST", "kv1/old", r#"{"token":"Hs4!pQ9#vW2$xR7&mK5@"}"#);
+    let t = vault_test(
+        &format!("  type: vault\n  address: {}\n", bao.url()),
+        "  FRESH_VALUE: secret:fresh#token\n  DUE_TOKEN: secret:due#token\n  V1_TOKEN: secret@v1:old#token\n",
+    )
+    .env("VAULT_TOKEN", ROOT);
+    let manifest = std::fs::read_to_string(t.path("envrun.yaml")).unwrap();
+    let t = t.manifest(&format!(
+        "{manifest}backends:\n  v1:\n    type: vault\n    address: {}\n    mount: kv1\nrotation:\n  FRESH_VALUE: 90d\n  DUE_TOKEN: 1ns\n  V1_TOKEN: 90d\n",
+        bao.url()
+    ));
+    let done = t.run(&["check", "--json"]).status(1).never_shows(CANARY);
+    let report: serde_json::Value = serde_json::from_str(&done.stdout_str()).unwrap();
+    let findings: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["variable"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        findings,
+        vec![
+            ("rotation-due".to_owned(), "DUE_TOKEN".to_owned()),
+            ("no-age".to_owned(), "V1_TOKEN".to_owned()),
+        ],
+        "{report:#}"
+    );
+    let v1 = report["findings"][1]["message"].as_str().unwrap();
+    assert!(v1.contains("no recorded change time"), "{v1}");
+    let fresh = report["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "FRESH_VALUE")
+        .unwrap();
+    assert_eq!(fresh["status"], "ok");
+    assert!(fresh["updated"].is_string());
+    t.run(&["check"]).status(1).never_shows(CANARY);
+}

@@ -459,7 +459,7 @@ impl BackendConfig {
             #[cfg(not(feature = "aws"))]
             BackendConfig::Aws(Unavailable) => return Err(Unavailable::error("aws", "aws")),
             #[cfg(feature = "aws")]
-            BackendConfig::AwsSsm(c) => Box::new(aws::ParameterStore::new(c, ctx)),
+            BackendConfig::AwsSsm(c) => Box::new(aws::ParameterStore::new(c, ctx)?),
             #[cfg(not(feature = "aws"))]
             BackendConfig::AwsSsm(Unavailable) => {
                 return Err(Unavailable::error("aws-ssm", "aws"));

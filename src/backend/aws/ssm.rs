@@ -34,10 +34,21 @@ pub struct ParameterStore {
 type ReadResult = Result<Option<(Secret, Option<SystemTime>)>, BackendError>;
 
 impl ParameterStore {
-    pub fn new(config: &AwsConfig, ctx: &Context) -> ParameterStore {
-        ParameterStore {
-            s: Settings::new(config, ctx),
+    /// Refuses `tenant_layout: json`, which only Secrets Manager has (a parameter holds one
+    /// value; a tenant's parameters are `{prefix}{tenant}/NAME`).
+    pub fn new(config: &AwsConfig, ctx: &Context) -> Result<ParameterStore, BackendError> {
+        if config.tenant_layout != super::TenantLayout::Path {
+            return Err(BackendError::of(
+                ErrorKind::Config,
+                "`tenant_layout: json` is for `type: aws` (Secrets Manager) only",
+            )
+            .with_hint(
+                "remove `tenant_layout` from the aws-ssm backend: a tenant's parameters are {prefix}{tenant}/NAME",
+            ));
         }
+        Ok(ParameterStore {
+            s: Settings::new(config, ctx),
+        })
     }
 
     /// The selector a lookup pins (`:3`, `:prod`), from `?version=` or `?label=`.
