@@ -210,7 +210,8 @@ fn bench_build(c: &mut Criterion) {
         )
         .into_bytes()
     };
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+    type Values = Vec<(String, Vec<u8>)>;
+    let cases: Vec<(&str, Values)> = vec![
         (
             "one_128KiB",
             vec![("CA".to_owned(), pem(&mut rng, 127 * 1024))],

@@ -59,8 +59,9 @@ secret:KEY in envrun's own environment are resolved too.
 
 Masking: when at least one value is secret (from secret: or file:), envrun starts COMMAND
 as its child and stays as its parent (supervise mode). It masks every secret value in
-COMMAND's stdout and stderr, and its common encodings (base64, hex, URL, JSON, each line of
-a multi-line value), forwards every signal sent to it to COMMAND, reaps zombies, and exits
+COMMAND's stdout and stderr, and its common encodings (base64 and hex, wrapped or not; URL;
+JSON and string-literal escapes; each telling line of a multi-line value), forwards every
+signal sent to it to COMMAND, reaps zombies, and exits
 with COMMAND's status (dying by the same signal if COMMAND was killed by one; 128+N as
 PID 1). When envrun's stdout is a terminal, COMMAND runs on a pseudo-terminal of its own
 (colours, prompts, job control and window size work; --no-pty gives it pipes); otherwise

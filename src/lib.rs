@@ -4,7 +4,8 @@
 //! ([`manifest`]), resolve every reference ([`resolve`], [`backend`]), then start the
 //! command ([`launch`]). `main.rs` only turns the result into an exit status.
 //!
-//! `unsafe` is forbidden in every module but `launch::sys`, which holds the raw syscalls.
+//! `unsafe` is forbidden in every module but two: `launch::sys`, which holds the raw
+//! syscalls, and `wipe_alloc`, the global allocator.
 
 #[forbid(unsafe_code)]
 pub mod audit;

@@ -234,7 +234,7 @@ impl Manifest {
             }
             if backends.insert(name.clone(), config).is_some() {
                 return Err(bad(format!(
-                    "{at}: key `{name}` appears twice in the same mapping; keep one"
+                    "{at}: key `{name}` appears twice under `backends`; keep one"
                 )));
             }
         }
@@ -264,7 +264,7 @@ impl Manifest {
             })?;
             if rotation.iter().any(|r| r.pattern == pattern) {
                 return Err(bad(format!(
-                    "{key_at}: key `{pattern}` appears twice in the same mapping; keep one"
+                    "{key_at}: key `{pattern}` appears twice under `rotation`; keep one"
                 )));
             }
             rotation.push(Rotation {
@@ -315,7 +315,7 @@ impl Manifest {
             Some(d) => Err(Error::ManifestParse {
                 path: self.path.clone().unwrap_or_default(),
                 message: format!(
-                    "line {} column {}: key `{}` appears twice in the same mapping; keep one (lines {})",
+                    "line {} column {}: key `{}` appears twice under `environment`; keep one (lines {})",
                     d.lines[1],
                     d.column,
                     d.name,

@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::proxy::{Proxy, Seen};
+use common::recording_proxy::{Proxy, Seen};
 use common::server::{Server, free_port, http, http_get, venv};
 use common::{CANARY, Test};
 use serde_json::{Value, json};

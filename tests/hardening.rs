@@ -516,6 +516,12 @@ fn errors_point_at_the_offending_key_not_its_parent() {
 #[test]
 fn library_internals_are_rewritten_into_what_to_fix() {
     manifest_error(
+        "environment:\n  A: x\n  A: y\n",
+        // `envrun check` reports a variable defined twice as a finding; a run refuses it,
+        // naming both lines.
+        &["line 3 column 3: key `A` appears twice under `environment`; keep one (lines 2, 3)"],
+    );
+    manifest_error(
         "secrets:\n  type: local\n  path: a.enc\n  path: b.enc\n",
         &["line 4 column 3: key `path` appears twice under `secrets`; keep one"],
     );
@@ -695,13 +701,22 @@ fn hints_name_the_next_step_for_the_backend_and_cause() {
     t.run(&["--", "true"])
         .status(125)
         .stderr_has("`envrun secrets set MISSING` adds it");
-    // Not a usage error, so no pointer to --help.
+    // Not usage errors, so no pointer to --help.
     Test::new()
         .command(&["secrets", "set", "E"])
         .stdin_bytes(b"")
         .done()
         .status(125)
         .stderr_has("empty value on stdin")
+        .never_shows("--help");
+    let t = Test::new().file("bad.env", "A=\"unclosed\n");
+    t.run(&["check", "--template", "missing.env"])
+        .status(125)
+        .stderr_has("hint: check the path given to --template")
+        .never_shows("--help");
+    t.run(&["check", "--template", "bad.env"])
+        .status(125)
+        .stderr_has("hint: a template holds NAME=value lines")
         .never_shows("--help");
 }
 

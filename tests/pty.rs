@@ -173,6 +173,16 @@ impl Term {
     }
 }
 
+impl Drop for Term {
+    /// A failed test must not leave envrun (and what it runs) waiting on a terminal.
+    fn drop(&mut self) {
+        if matches!(self.envrun.try_wait(), Ok(None)) {
+            let _ = self.envrun.kill();
+            let _ = self.envrun.wait();
+        }
+    }
+}
+
 fn read_screen(mut master: File, screen: &(Mutex<Screen>, Condvar)) {
     let mut buf = [0u8; 4096];
     loop {

@@ -271,3 +271,33 @@ fn the_issue_reproduction_no_mask_pid_1_ends_on_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(status.code(), Some(143), "{status:?}");
 }
+
+#[test]
+fn as_pid_1_without_masking_the_child_inherits_envruns_stdio() {
+    // No pipes: the child's stdout is the very file envrun's stdout is.
+    if !root_or_skip("as_pid_1_without_masking_the_child_inherits_envruns_stdio") {
+        return;
+    }
+    let t = supervised();
+    let out = std::fs::File::create(t.path("out.txt")).unwrap();
+    let status = in_pid_namespace(
+        &t,
+        &[
+            "--no-mask",
+            "--",
+            "sh",
+            "-c",
+            "readlink /proc/self/fd/1; echo ppid=$PPID",
+        ],
+    )
+    .stdout(out)
+    .status()
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    let shown = std::fs::read_to_string(t.path("out.txt")).unwrap();
+    assert_eq!(
+        shown,
+        format!("{}\nppid=1\n", t.path("out.txt").display()),
+        "the child's stdout is not envrun's own file, or envrun is not its parent"
+    );
+}

@@ -543,23 +543,22 @@ fn as_pid_1_is_not_needed_for_exec_outside_it() {
 
 #[test]
 fn sigterm_after_the_child_exited_ends_envrun_still_writing() {
-    // The child has written 2 MiB and exited; envrun still holds output nobody reads. A
-    // SIGTERM then ends envrun at once, and by that signal: the output is incomplete.
+    // The child has written and exited; envrun still holds output nobody reads (the pipe
+    // to `sleep` is full before envrun starts). A SIGTERM then ends envrun at once, and by
+    // that signal: the output is incomplete.
     let t = with_secret(&secret());
+    let (r, w) = nix::unistd::pipe().unwrap();
+    fill(&w);
     let mut sleep = std::process::Command::new("sleep")
         .arg("20")
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(r))
         .spawn()
         .unwrap();
-    let mut run = t.command(&[
-        "--",
-        "sh",
-        "-c",
-        "head -c 2097152 /dev/zero; echo $$ > done",
-    ]);
+    // 32 KiB: less than any pipe holds, so the child never waits for envrun.
+    let mut run = t.command(&["--", "sh", "-c", "head -c 32768 /dev/zero; echo $$ > done"]);
     run.cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::from(sleep.stdin.take().unwrap()))
+        .stdout(Stdio::from(w))
         .stderr(Stdio::null());
     let mut envrun = run.cmd.spawn().unwrap();
     let started = Instant::now();
@@ -599,4 +598,12 @@ fn sigterm_after_the_child_exited_ends_envrun_still_writing() {
     let _ = sleep.kill();
     let _ = sleep.wait();
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+}
+
+/// Fills a pipe nobody reads, so the next blocking write to it waits.
+fn fill(w: &std::os::fd::OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    while nix::unistd::write(w, &[0u8; 4096]).is_ok() {}
+    fcntl(w, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
 }

@@ -31,13 +31,19 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod dotenv;
 pub mod env;
 pub mod files;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod local;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod tenant;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -212,11 +218,16 @@ impl Found {
             (Found::Value(v), None) => Ok(v.clone()),
             (Found::Value(v), Some(f)) => backend.field(v, f),
             (Found::Fields(map), Some(f)) => map.get(f).cloned().ok_or_else(|| no_field(f, map)),
-            (Found::Fields(map), None) => Err(BackendError::new(format!(
-                "holds several fields, pick one with `#FIELD` (fields: {})",
-                names(map)
-            ))
-            .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+            (Found::Fields(map), None) => match map.values().next() {
+                Some(only) if map.len() == 1 && backend.one_field_is_the_value() => {
+                    Ok(only.clone())
+                }
+                _ => Err(BackendError::new(format!(
+                    "holds several fields, pick one with `#FIELD` (fields: {})",
+                    names(map)
+                ))
+                .with_hint("add `#FIELD` to the reference, e.g. `secret:DB#password`")),
+            },
         }
     }
 }
@@ -263,6 +274,13 @@ pub trait Backend: Send + Sync {
     /// Picks `#field` out of a [`Found::Value`]. The default reads the value as a JSON object.
     fn field(&self, value: &Secret, field: &str) -> Result<Secret, BackendError> {
         json_field(value, field)
+    }
+
+    /// Whether `secret:KEY` without `#field` may read a [`Found::Fields`] record that has
+    /// exactly one field (Vault: a KV secret holding one value). Otherwise `#field` is
+    /// always required for a record.
+    fn one_field_is_the_value(&self) -> bool {
+        false
     }
 
     /// The tenant this backend looks up for, if it honours tenants; messages name it.
@@ -351,6 +369,9 @@ pub enum BackendConfig {
     Env(EnvConfig),
     Files(FilesConfig),
     Dotenv(DotenvConfig),
+    #[cfg(feature = "vault")]
+    Vault(vault::VaultConfig),
+    #[cfg(not(feature = "vault"))]
     Vault(Unavailable),
     #[cfg(feature = "aws")]
     Aws(aws::AwsConfig),
@@ -362,7 +383,13 @@ pub enum BackendConfig {
     #[cfg(not(feature = "aws"))]
     #[serde(rename = "aws-ssm")]
     AwsSsm(Unavailable),
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::GcpConfig),
+    #[cfg(not(feature = "gcp"))]
     Gcp(Unavailable),
+    #[cfg(feature = "azure")]
+    Azure(azure::AzureConfig),
+    #[cfg(not(feature = "azure"))]
     Azure(Unavailable),
 }
 
@@ -418,6 +445,9 @@ impl BackendConfig {
             BackendConfig::Env(c) => Box::new(Env::new(c, ctx)),
             BackendConfig::Files(c) => Box::new(Files::new(c, ctx)),
             BackendConfig::Dotenv(c) => Box::new(Dotenv::new(c, ctx)),
+            #[cfg(feature = "vault")]
+            BackendConfig::Vault(c) => Box::new(vault::Vault::new(c, ctx)?),
+            #[cfg(not(feature = "vault"))]
             BackendConfig::Vault(Unavailable) => return Err(Unavailable::error("vault", "vault")),
             #[cfg(feature = "aws")]
             BackendConfig::Aws(c) => Box::new(aws::SecretsManager::new(c, ctx)),
@@ -429,7 +459,13 @@ impl BackendConfig {
             BackendConfig::AwsSsm(Unavailable) => {
                 return Err(Unavailable::error("aws-ssm", "aws"));
             }
+            #[cfg(feature = "gcp")]
+            BackendConfig::Gcp(c) => Box::new(gcp::Gcp::new(c, ctx)?),
+            #[cfg(not(feature = "gcp"))]
             BackendConfig::Gcp(Unavailable) => return Err(Unavailable::error("gcp", "gcp")),
+            #[cfg(feature = "azure")]
+            BackendConfig::Azure(c) => Box::new(azure::Azure::new(c, ctx)?),
+            #[cfg(not(feature = "azure"))]
             BackendConfig::Azure(Unavailable) => return Err(Unavailable::error("azure", "azure")),
         })
     }

@@ -9,6 +9,7 @@
 //! | `env` | `{prefix}{T}_{NAME}` | `{prefix}{NAME}` |
 //! | `files` | `{dir}/{T}/NAME` | `{dir}/NAME` |
 //! | `vault`, `aws` | path prefix `{T}/` before the key | the key as written |
+//! | `gcp`, `azure` | `{prefix}{T}-NAME`, characters the service refuses in `T` as `-` | `{prefix}NAME` |
 //!
 //! A tenant is one or more `/`-separated segments of ASCII letters, digits, `_`, `-` and `.`;
 //! a segment may not start with `.` (so no `..`, and no Kubernetes `..data` internals). The

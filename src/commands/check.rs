@@ -194,21 +194,24 @@ fn status(findings: &[Finding], strict: bool) -> &'static str {
 /// The example values of a `.env.example`-style file, by name.
 fn read_template(path: &Path) -> Result<BTreeMap<String, String>, Error> {
     let iter = dotenvy::from_path_iter(path).map_err(|e| {
-        Error::Usage(format!(
-            "cannot read the template {}: {}",
-            path.display(),
-            one_line(&e.to_string())
-        ))
+        Error::invalid(
+            format!(
+                "cannot read the template {}: {}",
+                path.display(),
+                one_line(&e.to_string())
+            ),
+            "check the path given to --template",
+        )
     })?;
     let mut out = BTreeMap::new();
     for item in iter {
         // The template is an example file: its values are not secrets, but an error is
         // still reported without quoting a line.
         let (k, v) = item.map_err(|_| {
-            Error::Usage(format!(
-                "the template {} is not a valid .env file",
-                path.display()
-            ))
+            Error::invalid(
+                format!("the template {} is not a valid .env file", path.display()),
+                "a template holds NAME=value lines, as a .env file does",
+            )
         })?;
         out.insert(k, v);
     }

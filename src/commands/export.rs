@@ -15,9 +15,10 @@ use crate::resolve::Resolved;
 /// Prints `resolved` as `args` says.
 pub fn run(resolved: &Resolved, args: &ExportArgs) -> Result<i32, Error> {
     if args.reveal && !args.force && std::io::stdout().is_terminal() {
-        return Err(Error::Usage(String::from(
+        return Err(Error::refused(
             "refusing to print secret values to a terminal; redirect stdout to a file or pipe, or add --force",
-        )));
+            "`envrun export --reveal > .env.local`, or add --force to show them on the screen",
+        ));
     }
     let mut out = Zeroizing::new(Vec::new());
     if args.format == ExportFormat::Json {
@@ -88,9 +89,12 @@ fn shell_line(name: &str, value: &[u8], out: &mut Vec<u8>) {
 /// `"NAME":"value"`. JSON strings are Unicode: a value that is not UTF-8 cannot be one.
 fn json_member(name: &str, value: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     let Ok(text) = std::str::from_utf8(value) else {
-        return Err(Error::Usage(format!(
-            "the value of `{name}` is not UTF-8 and cannot be a JSON string; use --format shell or dotenv"
-        )));
+        return Err(Error::invalid(
+            format!(
+                "the value of `{name}` is not UTF-8 and cannot be a JSON string; use --format shell or dotenv"
+            ),
+            "--format shell or --format dotenv can hold any bytes but NUL",
+        ));
     };
     json_string(name, out);
     out.push(b':');

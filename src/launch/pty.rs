@@ -7,6 +7,12 @@
 //! exactly once) and restores it on every way out, including unwinding; [`sync_size`]
 //! copies the window size. Moving bytes between them is the pump's job, and what the child
 //! does with the slave (session, controlling terminal, fds) is `supervise`'s.
+//!
+//! Known limit: the child is the session leader of the pty, and its process group has no
+//! parent inside that session, so the kernel treats it as orphaned and ignores Ctrl-Z for
+//! it (as under `script`). A shell as the child does job control for its own jobs; a
+//! program run directly cannot be suspended. Lifting this takes a monitor process between
+//! envrun and the command (sudo's design).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 

@@ -12,11 +12,8 @@
 //! relies on. Small sets get a DFA (up to [`DFA_MAX_MEMORY`]), larger ones a contiguous
 //! NFA, the same trade-off `aho_corasick::AhoCorasick` makes.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::{AhoCorasick, Anchored, MatchKind, StartKind, dfa, nfa};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{AhoCorasick, MatchKind, StartKind, dfa, nfa};
 use zeroize::Zeroizing;
 
 use super::forms::{ANCHOR_LEN, Cursor, Form};
@@ -67,11 +64,9 @@ pub(super) struct Compiled {
     /// first [`GRAM_LEN`] bytes. A position whose next bytes' bit is clear cannot start
     /// an occurrence. `None` when an anchor is shorter than that, or finders are used.
     pub grams: Option<Box<[u64]>>,
-    /// Automaton state -> length of the anchor prefix it stands for: how many
-    /// trailing (non-line-break) bytes to hold back.
-    depth: DepthMap,
-    /// Longest anchor - 1: the most bytes the automaton alone can hold back.
-    pub window: usize,
+    /// The bytes an anchor can begin with: a position starting with another byte needs
+    /// no walk.
+    pub first: [bool; 256],
 }
 
 /// Every occurrence of an anchor starts with an occurrence of one of these keys (or has
@@ -80,7 +75,7 @@ pub(super) const FINDER_KEY_LEN: usize = 8;
 /// The most keys aho-corasick's packed (Teddy) prefilter takes.
 const FINDER_SHARD_KEYS: usize = 64;
 /// Each shard scans the whole input; past this many, a plain scan is faster.
-pub(super) const FINDER_MAX_SHARDS: usize = 16;
+pub(super) const FINDER_MAX_SHARDS: usize = 8;
 
 /// A DFA is faster to walk, but its build time and table grow with states x byte classes;
 /// past a few hundred anchors the contiguous NFA builds in a fraction of the time, and the
@@ -138,20 +133,21 @@ impl Compiled {
             anchor_targets.last_mut().expect("pushed above").1 = targets.len() as u32;
         }
         let anchor_len: Vec<u32> = anchors.iter().map(|a| a.len() as u32).collect();
-        let window = anchors.iter().map(|a| a.len()).max().unwrap_or(1) - 1;
         let engine = if anchors.is_empty() {
             Engine::Empty
         } else {
             build_engine(&anchors)
         };
-        let depth =
-            with_automaton!(&engine, aut => depth_map(aut, &anchors), empty => DepthMap::default());
         let finders = build_finders(&anchors);
         let grams = if finders.is_empty() {
             build_grams(&anchors)
         } else {
             None
         };
+        let mut first = [false; 256];
+        for anchor in &anchors {
+            first[usize::from(anchor[0])] = true;
+        }
         Compiled {
             engine,
             anchor_targets,
@@ -159,8 +155,7 @@ impl Compiled {
             anchor_len,
             finders,
             grams,
-            depth,
-            window,
+            first,
         }
     }
 
@@ -168,16 +163,6 @@ impl Compiled {
     /// large); the stream then masks everything rather than nothing.
     pub fn failed(&self) -> bool {
         matches!(self.engine, Engine::Empty) && !self.anchor_len.is_empty()
-    }
-
-    /// How many trailing bytes the automaton in `state` is still reading as the start
-    /// of an anchor. Every reachable state is in the map; the whole window would be the
-    /// safe answer if one were not.
-    pub fn depth(&self, state: StateID) -> usize {
-        self.depth
-            .get(&state.as_u32())
-            .map_or(self.window, |&d| d as usize)
-            .min(self.window)
     }
 
     /// The targets of anchor `pid`.
@@ -192,7 +177,6 @@ impl Compiled {
         let finder: usize = self.finders.iter().map(AhoCorasick::memory_usage).sum();
         engine
             + finder
-            + self.depth.capacity() * 9
             + self.targets.len() * 8
             + self.anchor_targets.len() * 12
             + self.grams.as_ref().map_or(0, |g| g.len() * 8)
@@ -243,7 +227,7 @@ fn build_engine(anchors: &[Zeroizing<Vec<u8>>]) -> Engine {
         && estimate <= 2 * DFA_MAX_MEMORY
         && let Ok(dfa) = dfa::Builder::new()
             .match_kind(MatchKind::Standard)
-            .start_kind(StartKind::Unanchored)
+            .start_kind(StartKind::Anchored)
             .prefilter(true)
             .build_from_noncontiguous(&nnfa)
         && dfa.memory_usage() <= DFA_MAX_MEMORY
@@ -263,7 +247,7 @@ fn build_engine(anchors: &[Zeroizing<Vec<u8>>]) -> Engine {
 fn build_finders(anchors: &[Zeroizing<Vec<u8>>]) -> Vec<AhoCorasick> {
     let mut keys: Vec<Zeroizing<Vec<u8>>> = anchors
         .iter()
-        .map(|p| Zeroizing::new(p[..p.len().min(FINDER_KEY_LEN)].to_ascii_lowercase()))
+        .map(|p| Zeroizing::new(p[..p.len().min(FINDER_KEY_LEN)].to_vec()))
         .collect();
     keys.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
     keys.dedup_by(|a, b| a.as_slice() == b.as_slice());
@@ -273,12 +257,8 @@ fn build_finders(anchors: &[Zeroizing<Vec<u8>>]) -> Vec<AhoCorasick> {
     let finders: Option<Vec<AhoCorasick>> = keys
         .chunks(FINDER_SHARD_KEYS)
         .map(|shard| {
-            // Case-insensitive: upper- and lower-case hex and percent forms share keys,
-            // so twice as many secrets fit in the shards; a key found in the wrong case
-            // only costs a short walk of the automaton.
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostFirst)
-                .ascii_case_insensitive(true)
                 .prefilter(true)
                 .build(shard.iter().map(|k| k.as_slice()))
                 .ok()
@@ -317,56 +297,6 @@ fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<[u64]>> {
     Some(grams)
 }
 
-/// Walks every anchor from the start state and records how deep each state is.
-/// Walking an anchor's own prefix from the unanchored start always lands on the
-/// trie node of that prefix, and with standard semantics every state is one.
-fn depth_map<A: Automaton>(aut: &A, anchors: &[Zeroizing<Vec<u8>>]) -> DepthMap {
-    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
-    let states: usize = anchors.iter().map(|p| p.len()).sum::<usize>() + 1;
-    let mut depth = DepthMap::with_capacity_and_hasher(states, Default::default());
-    depth.insert(start.as_u32(), 0);
-    for anchor in anchors {
-        let mut sid = start;
-        for (i, &b) in anchor.iter().enumerate() {
-            sid = aut.next_state(Anchored::No, sid, b);
-            depth.insert(sid.as_u32(), (i + 1) as u32);
-        }
-    }
-    depth
-}
-
-/// State IDs are small integers chosen by the automaton, not by an attacker, and
-/// there is one entry per anchor byte: SipHash would only slow the build down.
-type DepthMap = HashMap<u32, u32, BuildHasherDefault<StateIdHasher>>;
-
-#[derive(Default)]
-struct StateIdHasher(u64);
-
-impl Hasher for StateIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing; the rotation brings the well-mixed high bits down to
-        // where the table takes its bucket index (DFA state IDs are multiples of
-        // the stride, so their own low bits are all zero).
-        self.0 = (self.0 ^ n)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::forms::{Encoding, forms_of};
@@ -386,7 +316,7 @@ mod tests {
     fn anchors_are_bounded_whatever_the_value_length() {
         let small = compile(&[&[b'x'; 200]]);
         let large = compile(&[&vec![b'y'; 128 * 1024]]);
-        assert!(large.window < ANCHOR_LEN);
+        assert!(large.anchor_len.iter().all(|&l| l as usize <= ANCHOR_LEN));
         // the same number of forms, so about the same automaton
         assert!(large.memory_usage() < 2 * small.memory_usage() + 4096);
         assert!(large.targets.iter().any(|t| !t.complete));

@@ -445,7 +445,7 @@ fn expand(encoding: Encoding, src: &Source<'_>, pos: &mut usize, out: &mut [u8; 
                     '\t' => u.extend(b"\\t"),
                     '\u{b}' => u.extend(b"\\v"),
                     '\0'..='\u{1f}' | '\u{7f}' => u.hex(b"\\x", c as u32, 2, HEX_LOWER),
-                    c if is_printable(c) && !(ascii && !c.is_ascii()) => u.utf8(c),
+                    c if (c.is_ascii() || !ascii) && is_printable(c) => u.utf8(c),
                     c if (c as u32) < 0x10000 => u.hex(b"\\u", c as u32, 4, HEX_LOWER),
                     c => u.hex(b"\\U", c as u32, 8, HEX_LOWER),
                 }
@@ -640,7 +640,7 @@ pub fn forms_of(index: u32, value: &[u8], min_len: usize, out: &mut Vec<Form>) {
         }
         let (single, double) = (seen[usize::from(b'\'')], seen[usize::from(b'"')]);
         let python_quote = if single && !double { b'"' } else { b'\'' };
-        let escapes_any = has(&|b| b < 0x20 || b >= 0x7f || b == b'\\');
+        let escapes_any = has(&|b| !(0x20..0x7f).contains(&b) || b == b'\\');
         if escapes_any || (single && double) {
             out.push(form(
                 0,
@@ -731,7 +731,7 @@ pub fn strip_one_newline(value: &[u8]) -> &[u8] {
 /// Whether percent-encoding `b` under `set` writes a hex letter (so upper and lower
 /// case differ).
 fn needs_hex_letter(set: PercentSet, b: u8) -> bool {
-    !set.keeps(b) && !(b == b' ' && set.plus()) && (b >> 4 >= 10 || b & 0xf >= 10)
+    !(set.keeps(b) || b == b' ' && set.plus()) && (b >> 4 >= 10 || b & 0xf >= 10)
 }
 
 #[cfg(test)]

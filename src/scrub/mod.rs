@@ -53,10 +53,14 @@
 //!
 //! # Cost
 //!
-//! Building is O(number of forms x 16) plus one pass over each value: a 128 KiB
-//! value costs about what a 40-byte token does. Scanning costs the same per byte
-//! whatever the secrets' lengths; an occurrence in progress costs one comparison per
-//! byte. `benches/scrub.rs` and `scripts/bench-scrub.sh` measure it.
+//! Building is O(number of forms x 16) plus a few passes over each value: a 128 KiB
+//! value costs about what a 40-byte token does (its telling lines aside, one form
+//! each). Scanning costs the same per byte whatever the secrets' lengths; an occurrence
+//! in progress costs one comparison per byte. The exception is a value that repeats
+//! itself with a short period (`aaaa...`, `abab...`) in output that repeats it too:
+//! every position then starts an occurrence in progress, and the cost per byte grows
+//! with the value's length. `benches/scrub.rs`, `scripts/bench-scrub.sh` and
+//! `scripts/bench-masks.sh` measure it.
 //!
 //! # Memory
 //!
@@ -302,7 +306,9 @@ impl ScrubStream {
     /// matches among them) and starts afresh. See the module docs: a secret that
     /// continues after a flush is not recognised.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        if self.state.pending() == 0 {
+        if !self.scrubber.is_built() {
+            // Nothing was ever written through any stream: there is no state to flush,
+            // and a child that printed nothing must not pay for the automaton.
             return;
         }
         let ctx = self.scrubber.ctx();

@@ -9,14 +9,12 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::engine::{
-    Compiled, FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, with_automaton,
-};
+use super::engine::{FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, with_automaton};
 use super::forms::{Cursor, Form};
 
 /// What a stream needs from its scrubber.
 pub(super) struct Ctx<'a> {
-    pub compiled: &'a Compiled,
+    pub compiled: &'a super::engine::Compiled,
     pub forms: &'a [Form],
     pub values: &'a [Zeroizing<Vec<u8>>],
     pub masks: &'a [Box<[u8]>],
@@ -78,15 +76,30 @@ impl Drop for Candidate {
     }
 }
 
+/// An anchored walk of the automaton from a position where an anchor may start, still
+/// alive at the end of the held-back bytes.
+#[derive(Clone, Copy)]
+struct Walk {
+    start: usize,
+    state: StateID,
+}
+
+/// An occurrence found in this write: `start..end` in `hay`, of a form of secret `mask`.
+#[derive(Clone, Copy)]
+struct Occurrence {
+    start: usize,
+    end: usize,
+    mask: u32,
+}
+
 #[derive(Default)]
 pub(super) struct StreamState {
     /// Bytes received but not written out: the held-back tail.
     buf: Vec<u8>,
     /// Sorted, disjoint, not touching.
     regions: Vec<Region>,
-    /// The automaton's state after everything since the last flush; `None` is the
-    /// start state.
-    sid: Option<StateID>,
+    /// Anchored walks that reached the end of the bytes so far.
+    walks: Vec<Walk>,
     candidates: Vec<Candidate>,
 }
 
@@ -137,20 +150,28 @@ impl StreamState {
         self.buf.zeroize();
         self.regions.clear();
         self.candidates.clear();
-        self.sid = None;
+        self.walks.clear();
     }
 
     /// Scans `hay[old_len..]` (the new bytes; the rest is the held-back tail, already
     /// scanned), writes out what is final, and returns where the new tail starts.
     fn process(&mut self, ctx: &Ctx<'_>, hay: &[u8], old_len: usize, out: &mut Vec<u8>) -> usize {
-        let depth = with_automaton!(&ctx.compiled.engine, aut => {
-            scan(aut, ctx, hay, old_len, &mut self.sid, &mut self.candidates, &mut self.regions)
-        }, empty => 0);
-        let mut keep_from = back_from(hay, hay.len(), depth);
-        for c in &self.candidates {
-            keep_from = keep_from.min(c.start);
+        let mut found = Vec::new();
+        with_automaton!(&ctx.compiled.engine, aut => {
+            scan(aut, ctx, hay, old_len, &mut self.walks, &mut self.candidates, &mut found)
+        }, empty => ());
+        merge(&mut self.regions, &mut found);
+        let mut keep_from = hay.len();
+        for start in self.walks.iter().map(|w| w.start) {
+            keep_from = keep_from.min(start);
+        }
+        for start in self.candidates.iter().map(|c| c.start) {
+            keep_from = keep_from.min(start);
         }
         let keep = emit(ctx.masks, hay, keep_from, &mut self.regions, out, false);
+        for w in &mut self.walks {
+            w.start -= keep;
+        }
         for c in &mut self.candidates {
             c.start -= keep;
         }
@@ -185,159 +206,222 @@ fn reserve_wiping(buf: &mut Vec<u8>, additional: usize) {
     *buf = grown;
 }
 
-/// Feeds `hay[old_len..]` to the automaton and the candidates, merging every
-/// occurrence that ends there into `regions`; returns the automaton's depth at the end.
+/// Finds every occurrence that ends in `hay[old_len..]`.
 ///
-/// While the automaton is in its start state and nothing is in progress, the finders
-/// jump to the next place an anchor could start: where one of their keys occurs, or
-/// `FINDER_KEY_LEN - 1` bytes before a line break (an anchor whose first bytes are
-/// wrapped is not one of the keys in the raw bytes).
+/// Walks and candidates left from the last write go on over the new bytes. Then every
+/// position of the new bytes where an anchor may start gets an anchored walk of the
+/// automaton (at most an anchor's length): the positions where a finder key or a gram
+/// occurs, and, because keys are looked for in the raw bytes, the positions less than a
+/// key's length before a line break or the end. Without a prefilter, every position.
 fn scan<A: Automaton>(
     aut: &A,
     ctx: &Ctx<'_>,
     hay: &[u8],
     old_len: usize,
-    sid: &mut Option<StateID>,
+    walks: &mut Vec<Walk>,
     candidates: &mut Vec<Candidate>,
-    regions: &mut Vec<Region>,
-) -> usize {
+    found: &mut Vec<Occurrence>,
+) {
     let compiled = ctx.compiled;
-    let start = aut.start_state(Anchored::No).expect("unanchored automaton");
-    let mut state = sid.unwrap_or(start);
-    let jumps = !compiled.finders.is_empty() || compiled.grams.is_some();
-    // Each shard's leftmost key at or after where it was last asked; asked again only
-    // once the walk has passed it, so each shard reads `hay` once.
+    // Both taken first: a resumed walk may start a candidate, already run.
+    let (old_walks, old_candidates) = (std::mem::take(walks), std::mem::take(candidates));
+    for c in old_candidates {
+        run_candidate(ctx, hay, old_len, c, candidates, found);
+    }
+    for w in old_walks {
+        walk(aut, ctx, hay, w, old_len, walks, candidates, found);
+    }
+    let start = aut.start_state(Anchored::Yes).expect("anchored automaton");
+    let key = if !compiled.finders.is_empty() {
+        FINDER_KEY_LEN
+    } else if compiled.grams.is_some() {
+        GRAM_LEN
+    } else {
+        1
+    };
+    // From here on, every position is walked: a key there could not be seen whole.
+    let end_zone = hay.len().saturating_sub(key - 1).max(old_len);
     let mut next_key: [Option<usize>; FINDER_MAX_SHARDS] = [None; FINDER_MAX_SHARDS];
     let mut next_break: Option<usize> = None;
-    // The state at the end depends only on the last `window` bytes: never jump past
-    // where they begin, or a prefix of an anchor at the very end would go unseen.
-    let tail = back_from(hay, hay.len(), compiled.window);
-    let mut pos = old_len;
-    while pos < hay.len() {
-        if jumps && state == start && candidates.is_empty() {
-            let nl = match next_break {
-                Some(at) if at >= pos => at,
-                _ => {
-                    let at =
-                        memchr::memchr2(b'\n', b'\r', &hay[pos..]).map_or(usize::MAX, |i| pos + i);
-                    next_break = Some(at);
-                    at
-                }
-            };
-            // An anchor whose first bytes are wrapped starts at most a key's length
-            // before the line break.
-            let before_break = nl.saturating_sub(FINDER_KEY_LEN - 1).max(pos);
-            let mut to = before_break;
+    let mut p = old_len;
+    while p < hay.len() {
+        let nl = match next_break {
+            Some(at) if at >= p => at,
+            _ => {
+                let at = memchr::memchr2(b'\n', b'\r', &hay[p..]).map_or(usize::MAX, |i| p + i);
+                next_break = Some(at);
+                at
+            }
+        };
+        let limit = nl.saturating_sub(key - 1).min(end_zone);
+        let at = if p >= limit || key == 1 {
+            p
+        } else if let Some(grams) = &compiled.grams {
+            let mut q = p;
+            while q < limit && !gram_hit(grams, &hay[q..q + GRAM_LEN]) {
+                q += 1;
+            }
+            q
+        } else {
+            let mut q = usize::MAX;
             for (finder, next) in compiled.finders.iter().zip(next_key.iter_mut()) {
                 let at = match *next {
-                    Some(at) if at >= pos => at,
+                    Some(at) if at >= p => at,
                     _ => {
                         let at = finder
-                            .find(aho_corasick::Input::new(hay).range(pos..))
+                            .find(aho_corasick::Input::new(hay).range(p..))
                             .map_or(usize::MAX, |m| m.start());
                         *next = Some(at);
                         at
                     }
                 };
-                to = to.min(at);
+                q = q.min(at);
             }
-            if let Some(grams) = &compiled.grams {
-                let stop = to.min(hay.len().saturating_sub(GRAM_LEN - 1));
-                let mut p = pos;
-                while p < stop && !gram_hit(grams, &hay[p..p + GRAM_LEN]) {
-                    p += 1;
-                }
-                // A hit, or `stop`: nothing of four bytes or more starts before it.
-                to = p;
-            }
-            pos = to.min(tail.max(pos));
+            q.min(limit)
+        };
+        if at >= hay.len() {
+            break;
         }
-        let b = hay[pos];
-        pos += 1;
+        p = at;
+        if compiled.first[usize::from(hay[p])] {
+            let w = Walk {
+                start: p,
+                state: start,
+            };
+            walk(aut, ctx, hay, w, p, walks, candidates, found);
+        }
+        p += 1;
+    }
+}
+
+/// Goes on with the anchored walk `w` from `hay[from..]`: reports the anchors it
+/// completes, starts candidates for the longer forms, and keeps it if it is alive at the
+/// end.
+#[allow(clippy::too_many_arguments)]
+fn walk<A: Automaton>(
+    aut: &A,
+    ctx: &Ctx<'_>,
+    hay: &[u8],
+    w: Walk,
+    from: usize,
+    walks: &mut Vec<Walk>,
+    candidates: &mut Vec<Candidate>,
+    found: &mut Vec<Occurrence>,
+) {
+    let compiled = ctx.compiled;
+    let mut state = w.state;
+    let mut i = from;
+    while i < hay.len() {
+        let b = hay[i];
+        i += 1;
         if is_break(b) {
             continue;
         }
-        if !candidates.is_empty() {
-            advance(ctx, candidates, b, pos, regions);
+        state = aut.next_state(Anchored::Yes, state, b);
+        if aut.is_dead(state) {
+            return;
         }
-        state = aut.next_state(Anchored::No, state, b);
-        if aut.is_match(state) {
-            for k in 0..aut.match_len(state) {
-                let pid = aut.match_pattern(state, k).as_usize();
-                let len = compiled.anchor_len[pid] as usize;
-                let from = back_from(hay, pos, len);
-                for target in compiled.targets_of(pid) {
-                    let form = &ctx.forms[target.form as usize];
-                    if target.complete {
-                        add_occurrence(regions, from, pos, form.secret);
-                        continue;
-                    }
-                    let value = &ctx.values[form.secret as usize];
-                    let mut cursor = Cursor::new(form);
-                    for _ in 0..len {
-                        cursor.next(form, value);
-                    }
-                    if let Some(want) = cursor.next(form, value) {
-                        candidates.push(Candidate {
-                            form: target.form,
-                            start: from,
-                            want,
-                            cursor,
-                        });
-                    }
+        if !aut.is_match(state) {
+            continue;
+        }
+        for k in 0..aut.match_len(state) {
+            let pid = aut.match_pattern(state, k).as_usize();
+            let len = compiled.anchor_len[pid] as usize;
+            // A state also reports anchors that are suffixes of its own; those start
+            // later and are found by the walk from where they start.
+            if back_from(hay, i, len) != w.start {
+                continue;
+            }
+            for target in compiled.targets_of(pid) {
+                let form = &ctx.forms[target.form as usize];
+                if target.complete {
+                    found.push(Occurrence {
+                        start: w.start,
+                        end: i,
+                        mask: form.secret,
+                    });
+                    continue;
+                }
+                let value = &ctx.values[form.secret as usize];
+                let mut cursor = Cursor::new(form);
+                for _ in 0..len {
+                    cursor.next(form, value);
+                }
+                if let Some(want) = cursor.next(form, value) {
+                    let c = Candidate {
+                        form: target.form,
+                        start: w.start,
+                        want,
+                        cursor,
+                    };
+                    run_candidate(ctx, hay, i, c, candidates, found);
                 }
             }
         }
     }
-    *sid = Some(state);
-    compiled.depth(state)
+    walks.push(Walk { state, ..w });
 }
 
-/// Checks byte `b` (ending at `end`) against every candidate: a mismatch drops it, the
-/// last byte of its form makes it an occurrence.
-fn advance(
+/// Checks candidate `c` against `hay[from..]`: dropped at the first mismatch, an
+/// occurrence at its form's last byte, kept if it reaches the end.
+fn run_candidate(
     ctx: &Ctx<'_>,
+    hay: &[u8],
+    from: usize,
+    mut c: Candidate,
     candidates: &mut Vec<Candidate>,
-    b: u8,
-    end: usize,
-    regions: &mut Vec<Region>,
+    found: &mut Vec<Occurrence>,
 ) {
-    candidates.retain_mut(|c| {
-        if c.want != b {
-            return false;
+    let form = &ctx.forms[c.form as usize];
+    let value = &ctx.values[form.secret as usize];
+    for (i, &b) in hay.iter().enumerate().skip(from) {
+        if is_break(b) {
+            continue;
         }
-        let form = &ctx.forms[c.form as usize];
-        match c.cursor.next(form, &ctx.values[form.secret as usize]) {
-            Some(next) => {
-                c.want = next;
-                true
-            }
+        if b != c.want {
+            return;
+        }
+        match c.cursor.next(form, value) {
+            Some(next) => c.want = next,
             None => {
-                add_occurrence(regions, c.start, end, form.secret);
-                false
+                found.push(Occurrence {
+                    start: c.start,
+                    end: i + 1,
+                    mask: form.secret,
+                });
+                return;
             }
         }
-    });
+    }
+    candidates.push(c);
 }
 
-/// Merges the occurrence `start..end` of a form of secret `mask` into the runs.
-/// Occurrences come in order of their end, so a new one can only touch runs at the back.
-fn add_occurrence(regions: &mut Vec<Region>, start: usize, end: usize, mask: u32) {
-    let mut region = Region {
-        start,
-        end,
-        mask,
-        lead_len: end - start,
-        emitted: false,
-    };
-    while let Some(last) = regions.last() {
-        if last.end < region.start {
-            break;
-        }
-        region = last.merge(region);
-        regions.pop();
+/// Merges this write's occurrences (in any order) into the runs.
+fn merge(regions: &mut Vec<Region>, found: &mut Vec<Occurrence>) {
+    if found.is_empty() {
+        return;
     }
-    regions.push(region);
+    let mut all: Vec<Region> = std::mem::take(regions);
+    all.extend(found.drain(..).map(|o| Region {
+        start: o.start,
+        end: o.end,
+        mask: o.mask,
+        lead_len: o.end - o.start,
+        emitted: false,
+    }));
+    // By start; at the same start an emitted run first, so it keeps its name.
+    all.sort_by(|a, b| a.start.cmp(&b.start).then(b.emitted.cmp(&a.emitted)));
+    let mut iter = all.into_iter();
+    let mut current = iter.next().expect("not empty");
+    for next in iter {
+        if next.start <= current.end {
+            current = current.merge(next);
+        } else {
+            regions.push(current);
+            current = next;
+        }
+    }
+    regions.push(current);
 }
 
 /// Writes out `hay[..keep_from]`: raw bytes, and one mask per run that is final. A
@@ -404,18 +488,22 @@ mod tests {
 
     #[test]
     fn regions_merge_by_start_then_length_then_variable() {
+        let occ = |start, end, mask| Occurrence { start, end, mask };
         let mut regions = Vec::new();
-        add_occurrence(&mut regions, 2, 6, 1);
-        add_occurrence(&mut regions, 2, 6, 0);
+        merge(&mut regions, &mut vec![occ(2, 6, 1), occ(2, 6, 0)]);
         assert_eq!(regions.len(), 1);
         assert_eq!(regions[0].mask, 0);
-        add_occurrence(&mut regions, 0, 7, 2);
+        // found out of order: a later start, then one that swallows it
+        merge(&mut regions, &mut vec![occ(9, 12, 1), occ(0, 7, 2)]);
+        assert_eq!(regions.len(), 2);
         assert_eq!(
             (regions[0].start, regions[0].end, regions[0].mask),
             (0, 7, 2)
         );
-        add_occurrence(&mut regions, 9, 12, 1);
-        assert_eq!(regions.len(), 2);
+        // does not reach the gap between two runs
+        merge(&mut regions, &mut vec![occ(13, 15, 0), occ(7, 8, 3)]);
+        let spans: Vec<_> = regions.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(spans, [(0, 8), (9, 12), (13, 15)]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub mod proxy;
+pub mod recording_proxy;
 pub mod server;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envrun");

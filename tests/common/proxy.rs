@@ -1,263 +1,266 @@
-//! A counting, fault-injecting HTTP/1.1 proxy in front of a test server on loopback.
-//!
-//! Every request that passes is recorded ([`Seen`]: method, path, headers, body), so a test
-//! can count calls on the server side (`proxy.count(|r| r.header("x-amz-target") == ...)`).
-//! [`Proxy::fail_next`] answers the next N matching requests itself with a canned response
-//! (a 429, a throttling error, a 403) instead of forwarding them, to test retries and
-//! errors against a real server. One upstream connection per request; the client's
-//! connection is kept alive as long as upstream allows it.
+//! A fault-injecting HTTP/1.1 proxy for the network-backend tests: it sits on a loopback
+//! port in front of a real server and, per request, fails it on purpose (503, 429, a reset
+//! before any answer, a reset halfway through the answer) or delays it, or forwards it.
 //!
 //! ```ignore
-//! let proxy = Proxy::start(server.port);
-//! proxy.fail_next(2, |r| r.path == "/", 400, &[], br#"{"__type":"ThrottlingException"}"#);
-//! // ... point the client at proxy.url() ...
-//! assert_eq!(proxy.count(|r| r.path == "/"), 3);
+//! let proxy = Proxy::start(server.port, Faults { fail_percent: 20, delay_percent: 10 });
+//! // point the client at proxy.port; afterwards proxy.stats() says what was injected
 //! ```
+//!
+//! Each client connection carries one request: the proxy forwards it with
+//! `Connection: close`, so the upstream server closes after its answer and a client pool
+//! never reuses a connection the proxy has finished with. [`Proxy::black_hole`] accepts
+//! connections and never answers (a hung server). Threads stop when the proxy is dropped.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// One request the proxy received.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub method: String,
-    pub path: String,
-    /// Header names in lower case, values as sent.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// What to inject, in percent of requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    /// Requests that fail: 503, 429, reset before answering, or reset mid-answer, in turn.
+    pub fail_percent: u32,
+    /// Requests (of those not failed) forwarded after a delay of 50-400 ms.
+    pub delay_percent: u32,
 }
 
-impl Seen {
-    /// The first value of header `name` (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+/// How many requests met each fate.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub forwarded: AtomicUsize,
+    pub unavailable: AtomicUsize,
+    pub throttled: AtomicUsize,
+    pub reset: AtomicUsize,
+    pub cut: AtomicUsize,
+    pub delayed: AtomicUsize,
+}
+
+impl Stats {
+    pub fn failed(&self) -> usize {
+        self.unavailable.load(Ordering::Relaxed)
+            + self.throttled.load(Ordering::Relaxed)
+            + self.reset.load(Ordering::Relaxed)
+            + self.cut.load(Ordering::Relaxed)
     }
-}
-
-type Matcher = Box<dyn Fn(&Seen) -> bool + Send>;
-
-struct Fault {
-    matches: Matcher,
-    left: usize,
-    response: Vec<u8>,
-}
-
-#[derive(Default)]
-struct Shared {
-    seen: Mutex<Vec<Seen>>,
-    faults: Mutex<Vec<Fault>>,
-    stop: AtomicBool,
 }
 
 pub struct Proxy {
     pub port: u16,
-    shared: Arc<Shared>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+enum Mode {
+    Forward { upstream: u16, faults: Faults },
+    BlackHole,
 }
 
 impl Proxy {
-    /// Listens on a free loopback port and forwards to `127.0.0.1:upstream`.
-    pub fn start(upstream: u16) -> Proxy {
+    /// Forwards to `127.0.0.1:upstream`, injecting `faults`.
+    pub fn start(upstream: u16, faults: Faults) -> Proxy {
+        Proxy::spawn(Mode::Forward { upstream, faults })
+    }
+
+    /// Accepts connections and never answers.
+    pub fn black_hole() -> Proxy {
+        Proxy::spawn(Mode::BlackHole)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn spawn(mode: Mode) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
+        let port = listener.local_addr().expect("proxy address").port();
+        let stats = Arc::new(Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = std::thread::spawn({
+            let (stats, stop) = (stats.clone(), stop.clone());
+            move || {
+                let mode = Arc::new(mode);
+                let mut held = Vec::new();
+                let mut n: u64 = 0;
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    n += 1;
+                    match &*mode {
+                        // Kept open, never read: the client waits for an answer.
+                        Mode::BlackHole => held.push(conn),
+                        Mode::Forward { upstream, faults } => {
+                            let (stats, upstream, faults) = (stats.clone(), *upstream, *faults);
+                            std::thread::spawn(move || {
+                                let _ = serve(conn, upstream, faults, &stats, n);
+                            });
+                        }
+                    }
                 }
-                let Ok(conn) = conn else { continue };
-                let s = s.clone();
-                std::thread::spawn(move || serve(conn, upstream, &s));
             }
         });
-        Proxy { port, shared }
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// How many requests so far satisfy `pred`.
-    pub fn count(&self, pred: impl Fn(&Seen) -> bool) -> usize {
-        self.shared
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| pred(r))
-            .count()
-    }
-
-    /// Every request so far.
-    pub fn seen(&self) -> Vec<Seen> {
-        self.shared.seen.lock().unwrap().clone()
-    }
-
-    /// Forgets the requests recorded so far (after seeding, before the run under test).
-    pub fn clear(&self) {
-        self.shared.seen.lock().unwrap().clear();
-    }
-
-    /// Answers the next `times` requests that satisfy `pred` with `status`, `headers` and
-    /// `body` instead of forwarding them (they are still recorded).
-    pub fn fail_next(
-        &self,
-        times: usize,
-        pred: impl Fn(&Seen) -> bool + Send + 'static,
-        status: u16,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) {
-        let mut response = format!(
-            "HTTP/1.1 {status} Injected\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            response.push_str(&format!("{k}: {v}\r\n"));
+        Proxy {
+            port,
+            stats,
+            stop,
+            accept: Some(accept),
         }
-        response.push_str("\r\n");
-        let mut response = response.into_bytes();
-        response.extend_from_slice(body);
-        self.shared.faults.lock().unwrap().push(Fault {
-            matches: Box::new(pred),
-            left: times,
-            response,
-        });
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees `stop`.
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so it sees `stop`.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
     }
 }
 
-/// Reads one request: `None` at a clean end of the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Seen, Vec<u8>)> {
-    let mut head = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if reader.read_until(b'\n', &mut line).ok()? == 0 {
-            return None;
-        }
-        let end = line == b"\r\n" || line == b"\n";
-        head.extend_from_slice(&line);
-        if end {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next()?.split_whitespace();
-    let method = first.next()?.to_owned();
-    let path = first.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    let mut raw = head;
-    raw.extend_from_slice(&body);
-    Some((
-        Seen {
-            method,
-            path,
-            headers,
-            body,
-        },
-        raw,
-    ))
+/// A random number below `n` (no seed to manage: the tests assert on totals).
+fn random_below(n: u32) -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("random bytes");
+    u32::from_le_bytes(b) % n
 }
 
-fn serve(client: TcpStream, upstream: u16, shared: &Shared) {
-    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut writer = match client.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut reader = BufReader::new(client);
-    while let Some((seen, raw)) = read_request(&mut reader) {
-        let injected = {
-            let mut faults = shared.faults.lock().unwrap();
-            faults
-                .iter_mut()
-                .find(|f| f.left > 0 && (f.matches)(&seen))
-                .map(|f| {
-                    f.left -= 1;
-                    f.response.clone()
-                })
-        };
-        shared.seen.lock().unwrap().push(seen);
-        if let Some(response) = injected {
-            if writer.write_all(&response).is_err() {
-                return;
+fn serve(
+    mut client: TcpStream,
+    upstream: u16,
+    faults: Faults,
+    stats: &Stats,
+    n: u64,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let (head, body) = read_request(&mut client)?;
+    if random_below(100) < faults.fail_percent {
+        match n % 4 {
+            0 => {
+                stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                return answer(&mut client, "503 Service Unavailable", "");
             }
-            continue;
-        }
-        // Upstream closes after its answer (HTTP/1.0-style framing is then unambiguous).
-        let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-            return;
-        };
-        let raw = force_close(&raw);
-        if up.write_all(&raw).is_err() {
-            return;
-        }
-        let mut response = Vec::new();
-        if up.read_to_end(&mut response).is_err() {
-            return;
-        }
-        let keep = has_length(&response);
-        if writer.write_all(&response).is_err() || !keep {
-            let _ = writer.shutdown(Shutdown::Both);
-            return;
+            1 => {
+                stats.throttled.fetch_add(1, Ordering::Relaxed);
+                return answer(&mut client, "429 Too Many Requests", "Retry-After: 0\r\n");
+            }
+            2 => {
+                stats.reset.fetch_add(1, Ordering::Relaxed);
+                return reset(client);
+            }
+            _ => {
+                // Half of the real answer, then a reset.
+                stats.cut.fetch_add(1, Ordering::Relaxed);
+                let answer = forward(&head, &body, upstream)?;
+                client.write_all(&answer[..answer.len() / 2])?;
+                return reset(client);
+            }
         }
     }
+    if random_below(100) < faults.delay_percent {
+        stats.delayed.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50 + u64::from(random_below(350))));
+    }
+    let answer = forward(&head, &body, upstream)?;
+    stats.forwarded.fetch_add(1, Ordering::Relaxed);
+    client.write_all(&answer)?;
+    client.shutdown(Shutdown::Write)
 }
 
-/// The request with `Connection: close` in place of any `Connection` header.
-fn force_close(raw: &[u8]) -> Vec<u8> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(raw.len(), |i| i + 2);
-    let head = String::from_utf8_lossy(&raw[..split]);
+/// Reads one request: its head (request line and headers) and its body.
+fn read_request(conn: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[end..].to_vec();
+    while body.len() < length {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok((head, body))
+}
+
+/// Sends the request upstream with `Connection: close` and returns the whole answer.
+fn forward(head: &str, body: &[u8], upstream: u16) -> std::io::Result<Vec<u8>> {
     let mut out = String::new();
-    for line in head.split_inclusive("\r\n") {
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
         if !line.to_ascii_lowercase().starts_with("connection:") {
             out.push_str(line);
+            out.push_str("\r\n");
         }
     }
-    out.push_str("Connection: close\r\n");
-    let mut out = out.into_bytes();
-    out.extend_from_slice(&raw[split..]);
-    out
+    out.push_str("Connection: close\r\n\r\n");
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    up.set_read_timeout(Some(Duration::from_secs(30)))?;
+    up.write_all(out.as_bytes())?;
+    up.write_all(body)?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    Ok(answer)
 }
 
-/// Whether a response says where it ends (Content-Length), so the client connection can
-/// carry another request; otherwise the proxy closes it.
-fn has_length(response: &[u8]) -> bool {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(response.len());
-    String::from_utf8_lossy(&response[..end])
-        .to_ascii_lowercase()
-        .contains("\r\ncontent-length:")
+fn answer(conn: &mut TcpStream, status: &str, extra: &str) -> std::io::Result<()> {
+    let body = r#"{"errors":["injected by the test proxy"]}"#;
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    conn.shutdown(Shutdown::Write)
+}
+
+/// Closes with a TCP reset (SO_LINGER 0) instead of an orderly close.
+#[allow(unsafe_code)]
+fn reset(conn: TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `conn` is an open socket for the duration of the call, and `linger` is a
+    // valid `struct linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    drop(conn);
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
