@@ -776,3 +776,26 @@ fn check_reads_when_each_value_last_changed() {
     );
     done.never_shows("Xq7!vR2");
 }
+
+#[test]
+fn a_manifest_without_aws_references_never_configures_the_sdk() {
+    // An AWS backend is declared but no variable uses it. With no region, no credentials
+    // and a metadata endpoint that never answers, configuring the SDK would fail or wait:
+    // the command runs at once instead.
+    let (_hole, port) = black_hole();
+    let t = aws_test(
+        "backends:\n  cloud:\n    type: aws\n  params:\n    type: aws-ssm\nenvironment:\n  A: plain\n",
+    )
+    .env_remove("AWS_REGION")
+    .env_remove("AWS_ACCESS_KEY_ID")
+    .env_remove("AWS_SECRET_ACCESS_KEY")
+    .env_remove("AWS_EC2_METADATA_DISABLED")
+    .env(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        format!("http://127.0.0.1:{port}"),
+    );
+    t.run(&["--", "sh", "-c", "echo \"A=$A\""])
+        .status(0)
+        .stdout("A=plain\n")
+        .stderr("");
+}

@@ -26,7 +26,6 @@ use serde::Deserialize;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::{BackendError, ErrorKind};
@@ -240,7 +239,7 @@ fn credentials_error(
     } else {
         "EC2 instance metadata (one quick attempt)"
     };
-    let detail = DisplayErrorContext(e).to_string();
+    let detail = chain(e);
     let message = match e {
         CredentialsError::CredentialsNotLoaded(_) => format!(
             "no AWS credentials found; tried: the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), profile `{profile}` in ~/.aws/credentials and ~/.aws/config (keys, SSO, credential_process, role), a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE), ECS container credentials, {imds}",
@@ -270,7 +269,7 @@ where
             } else {
                 ErrorKind::Unreachable
             };
-            BackendError::of(kind, format!("{what}: {}", DisplayErrorContext(err)))
+            BackendError::of(kind, format!("{what}: {}", chain(err)))
         }
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
@@ -284,13 +283,27 @@ where
         }
         SdkError::ResponseError(r) => BackendError::of(
             super::net::kind_of_status(r.raw().status().as_u16()),
-            format!("{what}: {}", DisplayErrorContext(err)),
+            format!("{what}: {}", chain(err)),
         ),
-        _ => BackendError::of(
-            ErrorKind::BadResponse,
-            format!("{what}: {}", DisplayErrorContext(err)),
-        ),
+        _ => BackendError::of(ErrorKind::BadResponse, format!("{what}: {}", chain(err))),
     }
+}
+
+/// An error and its sources, each as its `Display` text (`dispatch failure: io error: ...:
+/// Connection refused (os error 111)`), without the `Debug` dump the SDK's own
+/// `DisplayErrorContext` appends (a user should not read Rust structs).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// The kind of an AWS error code (the same codes come back per item in a batch's `Errors`).
