@@ -406,11 +406,6 @@ impl<'de> Deserialize<'de> for Unavailable {
     }
 }
 
-// With every network feature on, no variant holds an `Unavailable`.
-#[cfg_attr(
-    all(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"),
-    allow(dead_code)
-)]
 impl Unavailable {
     // A build with every network backend (`full`) never refuses one.
     #[cfg_attr(
