@@ -449,16 +449,7 @@ impl Backend for Gcp {
             self.candidates(lookup)?;
         }
         net::block_on(async {
-            let client = match net::within(self.deadline, self.client()).await {
-                Some(client) => client?,
-                None => {
-                    return Err(BackendError::of(
-                        ErrorKind::Timeout,
-                        "no client before the deadline (--timeout)",
-                    ));
-                }
-            };
-            let client = &client;
+            let client = &net::setup(self.deadline, "client", self.client()).await?;
             Ok(net::lookups(lookups, CONCURRENCY, self.deadline, |l| {
                 self.lookup(client, l)
             })

@@ -80,6 +80,21 @@ pub async fn within<T>(deadline: Instant, fut: impl Future<Output = T>) -> Optio
     tokio::time::timeout_at(deadline.into(), fut).await.ok()
 }
 
+/// Runs a step every lookup waits on (building a client, a login) by `deadline`; past it,
+/// an [`ErrorKind::Timeout`] error naming `what`.
+pub async fn setup<T>(
+    deadline: Instant,
+    what: &str,
+    fut: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    within(deadline, fut).await.unwrap_or_else(|| {
+        Err(BackendError::of(
+            ErrorKind::Timeout,
+            format!("no {what} before the deadline (--timeout)"),
+        ))
+    })
+}
+
 /// The error for a key the deadline cut off.
 pub fn timed_out(key: &str) -> BackendError {
     BackendError::of(
