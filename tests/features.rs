@@ -24,6 +24,8 @@ fn a_backend_left_out_of_the_build_names_its_feature() {
         let done = t
             .command(&["--timeout", "2s", "--", "sh", "-c", "echo ran"])
             .env_pass("AWS_EC2_METADATA_DISABLED", "true")
+            .env_pass("GCE_METADATA_HOST", "127.0.0.1:1")
+            .env_pass("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1")
             .done();
         let err = done.stderr_str();
         assert!(
