@@ -215,9 +215,9 @@ fn harden() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        ui::error(&Error::Internal(format!(
+        ui::panic_report(&format!(
             "internal error{at} (a bug in envrun; its message is not shown, as it could hold a secret)"
-        )));
+        ));
     }));
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         ui::warn(&format!("could not mark the process non-dumpable: {e}"));

@@ -43,6 +43,17 @@ pub fn info(msg: &str) {
     emit("", msg);
 }
 
+/// Prints a panic report without taking the masker's lock: the panic may have happened
+/// inside the masker, on this thread, with that lock held, and taking it again would hang.
+/// The text is envrun's own (a source location), never a value, so it needs no mask.
+pub fn panic_report(msg: &str) {
+    let line = format!(
+        "envrun: error: {}\nenvrun: hint: please report this bug (the message above names no value)\n",
+        sanitize(msg)
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
 fn emit(level: &str, msg: &str) {
     // Masked first, then escaped: a secret that contains ESC or a newline must still match
     // the text as it is, before escaping rewrites those bytes.
