@@ -296,6 +296,29 @@ impl ScrubStream {
         self.state.write(&ctx, input, out);
     }
 
+    /// Goes on with another scrubber (a reload added values): `to` must hold every value of
+    /// the current one, first and in the same order, as [`Scrubber::new`] of the old
+    /// `(name, value)` list with the new ones appended makes it. The held-back bytes are
+    /// scanned again with `to`, so an occurrence of an old or a new value that began before
+    /// the switch is still masked; what becomes final is appended to `out`.
+    pub fn switch(&mut self, to: &Arc<Scrubber>, out: &mut Vec<u8>) {
+        if Arc::ptr_eq(&self.scrubber, to) {
+            return;
+        }
+        let from = std::mem::replace(&mut self.scrubber, Arc::clone(to));
+        if self.state.pending() == 0 || from.is_empty() || !from.is_built() {
+            // Nothing held back (or nothing ever scanned): no state to carry over.
+            self.state = StreamState::default();
+            return;
+        }
+        if to.is_empty() {
+            self.state.flush(&from.ctx(), out);
+            return;
+        }
+        let ctx = to.ctx();
+        self.state.rescan(&ctx, out);
+    }
+
     /// How many bytes are held back because they could begin a secret. When this is
     /// non-zero and the child stays silent, the caller should [`flush`](Self::flush).
     pub fn pending(&self) -> usize {
