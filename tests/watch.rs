@@ -318,6 +318,30 @@ fn a_failed_reload_keeps_the_child_and_warns_once_per_tick() {
 }
 
 #[test]
+fn a_failed_reload_warning_reads_right_for_a_running_command() {
+    // The startup error's hint ("the command was not started") is wrong while the command
+    // runs, and the warning is one readable line (no `\n` shown as two characters).
+    let t = watched();
+    let live = Live::start(&t, &["--watch", "1s", "--", "sh", "-c", CHILD]);
+    live.wait_stdout("the child", |o| o.contains("start gen=g1"));
+    t.command(&["secrets", "delete", "TOKEN"]).done().status(0);
+    live.wait_stderr("a failed reload", |e| e.contains("reload failed"));
+    live.signal(libc::SIGTERM);
+    let (_, _, err) = live.finish();
+    let warning = err.lines().find(|l| l.contains("reload failed")).unwrap();
+    assert!(warning.starts_with("envrun: warning:"), "{warning}");
+    assert!(warning.contains("TOKEN"), "{warning}");
+    assert!(
+        !warning.contains("not started"),
+        "the warning says the command was not started, but it runs: {warning}"
+    );
+    assert!(
+        !warning.contains("\\n"),
+        "an escaped newline shows: {warning}"
+    );
+}
+
+#[test]
 fn sighup_with_reload_on_hup_reloads_and_is_not_forwarded() {
     let t = watched();
     let mut opens = Opens::watch(&t.path("tick.txt"));
