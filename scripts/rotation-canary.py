@@ -5,15 +5,17 @@ A command runs under `envrun --watch INTERVAL --on-change ACTION` and prints, wi
 its secret from the environment and the content of its `as_file:` variable. Meanwhile the
 local store's value is rotated N times at random moments (a random pause of 0 to --max-gap
 milliseconds before each `envrun secrets set`), each new value holding a canary. Every byte
-envrun writes is searched for pieces of the canary; any piece found is a leak (a value, or
-part of one, that no mask covered: shown before its mask was added, or read half-replaced).
+envrun writes is searched for pieces of the canary (8 bytes or more), and every line must be
+the expected one with each value exactly masked: anything else shows a value, or part of
+one, that no mask covered (shown before its mask was added, or read half-replaced).
 
     cargo build && scripts/rotation-canary.py                   # 10^4 rotations, ~4 minutes
     scripts/rotation-canary.py --rotations 200 --action restart  # a quick run
 
 `--action both` (the default) gives half of the rotations to `signal:SIGUSR1` (the file is
 rewritten and the command signalled) and half to `restart`. Exit status: 0 when nothing
-leaked, 1 when something did (the leaking lines are printed), 2 on a setup failure.
+leaked, 1 when something did (the leaking or unexpected lines are printed), 2 on a setup
+failure.
 The smaller version of this check runs in CI: tests/watch.rs, rotations_at_random_moments_*.
 """
 
@@ -29,8 +31,9 @@ import threading
 import time
 
 CANARY = "CANARY-7f3e9b1c-d00d-4bad-a55e-0123456789ab"
-# Any of these in the output means a value (or a piece of one) was shown.
-PIECES = [CANARY[:12], CANARY[12:24], CANARY[-12:]]
+# Any 8 bytes of the canary in the output mean a value (or a piece of one) was shown: the
+# output holds nothing else that could match.
+PIECES = [CANARY[i:i + 8] for i in range(len(CANARY) - 7)]
 
 # The command: its environment's value and its file's, masked by envrun, and the generation
 # of each (`eg=`, `fg=`: the text before the first `:`, not secret). SIGUSR1 is caught.
@@ -106,7 +109,11 @@ def run(binary, action, rotations, interval, max_gap_ms, rng):
             # The random pause is the input: where the rotation lands relative to the ticks
             # and the command's reads.
             time.sleep(rng.uniform(0, max_gap_ms) / 1000)
-            set_secret(binary, d, f"r{i}:{CANARY}-{rng.getrandbits(64):016x}")
+            # A random length before the canary: a value shorter than the one it replaces
+            # leaves the old one's end (the canary's end) behind if the file is read
+            # between its rewrite and its truncation.
+            pad = f"{rng.getrandbits(128):032x}"[: rng.randint(0, 32)]
+            set_secret(binary, d, f"r{i}:{pad}{CANARY}")
         rotated = time.monotonic() - started
         # Wait for the last value to reach the command, then stop.
         last = f"eg=r{rotations} " if action == "restart" else f"fg=r{rotations}\n"
@@ -183,7 +190,8 @@ def main():
             print(f"    unexpected: {line!r}")
         for line in r["warnings"][:10]:
             print(f"    envrun: {line!r}")
-        failed |= bool(r["leaks"]) or not r["reached_last"]
+        # A line not of the expected form shows part of a value around its mask.
+        failed |= bool(r["leaks"]) or bool(r["unexpected"]) or not r["reached_last"]
     print("rotation-canary: " + ("FAILED" if failed else "no canary shown"))
     return 1 if failed else 0
 
