@@ -371,3 +371,31 @@ fn dry_run_and_check_show_which_variables_are_files() {
     let token = out.lines().find(|l| l.contains("TOKEN")).unwrap();
     assert!(!token.contains("file"), "{out}");
 }
+
+#[test]
+fn the_file_cannot_be_written_grown_or_cut_by_the_command() {
+    // Sealed (and mode 0400): even root, whom the mode does not stop, cannot change it.
+    let value = format!("sealed-{CANARY}");
+    let t = file_secret(&value);
+    let script = r#"
+for how in write append truncate; do
+  case $how in
+    write) printf x 1<> "$KEY" ;;
+    append) printf x >> "$KEY" ;;
+    truncate) true > "$KEY" ;;
+  esac 2>/dev/null && echo "$how: done" || echo "$how: refused"
+done
+sha256sum < "$KEY""#;
+    let done = t
+        .run(&["--", "sh", "-c", script])
+        .status(0)
+        .never_shows(CANARY);
+    let out = done.stdout_str();
+    assert_eq!(
+        out,
+        format!(
+            "write: refused\nappend: refused\ntruncate: refused\n{}",
+            sha256(value.as_bytes())
+        )
+    );
+}

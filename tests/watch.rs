@@ -755,3 +755,109 @@ fn rotations_at_random_moments_never_show_the_canary_with_signal() {
 fn rotations_at_random_moments_never_show_the_canary_with_restart() {
     rotations_never_show_the_canary("restart", 40);
 }
+
+#[test]
+fn watch_supervises_even_with_no_mask_and_restarts_unmasked() {
+    // --no-mask would exec; watching needs envrun to stay as the parent.
+    let t = watched();
+    let script = r#"echo "start gen=${TOKEN%%:*} pid=$$ ppid=$PPID value=$TOKEN"; while :; do sleep 0.1; done"#;
+    let live = Live::start(
+        &t,
+        &["--no-mask", "--watch", "1s", "--", "sh", "-c", script],
+    );
+    let out = live.wait_stdout("the child", |o| o.contains("start gen=g1"));
+    assert!(
+        out.contains(&format!("ppid={} ", live.pid())),
+        "envrun is not the command's parent (it exec'd?):\n{out}"
+    );
+    store(&t, "TOKEN", &value("g2"));
+    live.wait_stdout("the restarted child", |o| o.contains("start gen=g2"));
+    live.signal(libc::SIGTERM);
+    let (_, out, err) = live.finish();
+    // Unmasked, as asked: the whole new value arrived.
+    assert!(out.contains(&format!("value={}\n", value("g2"))), "{out}");
+    assert_eq!(change_lines(&err).len(), 1, "{err}");
+}
+
+#[test]
+fn the_old_value_stays_masked_after_a_restart() {
+    // old.txt holds generation g1's value, which no variable references once TOKEN has
+    // changed: only the kept mask hides it (output in flight may still carry it).
+    let t = watched().file("old.txt", &value("g1"));
+    let script = r#"echo "start gen=${TOKEN%%:*} pid=$$ raw=$TOKEN"
+while :; do echo "tick gen=${TOKEN%%:*} pid=$$ raw=$(cat old.txt)"; sleep 0.1; done"#;
+    let live = Live::start(&t, &["--watch", "1s", "--", "sh", "-c", script]);
+    live.wait_stdout("the child", |o| o.contains("tick gen=g1"));
+    store(&t, "TOKEN", &value("g2"));
+    live.wait_stdout("the new child's output", |o| count(o, "tick gen=g2") >= 3);
+    live.signal(libc::SIGTERM);
+    let (_, out, err) = live.finish();
+    all_masked(&out, &err);
+}
+
+#[test]
+fn a_terminal_hangup_still_stops_envrun_with_reload_on_hup() {
+    // A SIGHUP from the kernel (the terminal went away: si_code SI_KERNEL) is not a reload
+    // request: envrun and its command end, as without --reload-on-hup.
+    let setsid = debian_tool("setsid", "util-linux");
+    let t = watched();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    // openpty's fds are inherited: envrun holding the master would keep the terminal up.
+    for f in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            f,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let mut cmd = std::process::Command::new(setsid);
+    cmd.arg("--ctty")
+        .arg(BIN)
+        .args([
+            "--reload-on-hup",
+            "--",
+            "sh",
+            "-c",
+            "echo $$ > child.pid; while :; do sleep 0.1; done",
+        ])
+        .current_dir(t.dir.path())
+        .env_remove("ENVRUN_RELOAD_ON_HUP");
+    let fd = |f: &std::os::fd::OwnedFd| std::process::Stdio::from(f.try_clone().unwrap());
+    cmd.stdin(fd(&pty.slave))
+        .stdout(fd(&pty.slave))
+        .stderr(fd(&pty.slave));
+    // setsid execs envrun in place (the test is not a group leader): this is envrun.
+    let mut envrun = cmd.spawn().expect("spawn setsid envrun");
+    drop(pty.slave);
+    let started = Instant::now();
+    let child: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(t.path("child.pid"))
+            .ok()
+            .and_then(|s| s.strip_suffix('\n').and_then(|p| p.parse().ok()))
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < DEADLINE, "the command did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    drop(pty.master);
+    let hung_up = Instant::now();
+    let status = loop {
+        if let Some(status) = envrun.try_wait().unwrap() {
+            break status;
+        }
+        if hung_up.elapsed() > DEADLINE {
+            let _ = envrun.kill();
+            panic!("envrun kept running after its terminal hung up");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    while !matches!(state(child), None | Some('Z')) {
+        assert!(
+            hung_up.elapsed() < DEADLINE,
+            "the command outlived the hangup"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!status.success(), "{status:?}");
+}
