@@ -84,9 +84,9 @@ impl MemFile {
         format!("/proc/self/fd/{}", self.file.as_raw_fd())
     }
 
-    /// Replaces the content (`on_change: signal`): written over from the start, then cut
-    /// to the new length. A reader racing with this may see a mix; the command is told by
-    /// its signal only after this returns.
+    /// Replaces the content (`on_change: signal`). A reader racing with this may find the
+    /// file empty (or, for a value over one page, only its first pages); the command is
+    /// told by its signal only after this returns, and reads the whole new value then.
     pub fn replace(&self, value: &Secret) -> Result<(), Error> {
         if self.sealed {
             return Err(Error::Invalid {
@@ -103,12 +103,13 @@ impl MemFile {
                 e,
             )
         };
+        // Emptied first: a reader racing with this sees nothing, or the new value (the
+        // kernel grows the size only once the bytes of a page are in it), never the new
+        // value followed by the tail of a longer old one.
+        self.file.set_len(0).map_err(|e| fail("ftruncate", e))?;
         self.file
             .write_all_at(value.expose(), 0)
-            .map_err(|e| fail("write", e))?;
-        self.file
-            .set_len(value.len() as u64)
-            .map_err(|e| fail("ftruncate", e))
+            .map_err(|e| fail("write", e))
     }
 }
 
