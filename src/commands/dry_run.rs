@@ -79,18 +79,6 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn arguments_are_quoted_only_when_needed() {
-        assert_eq!(super::shell_quote("./backup.sh"), "./backup.sh");
-        assert_eq!(super::shell_quote("a b"), "'a b'");
-        assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(super::shell_quote(""), "''");
-        assert_eq!(super::shell_quote("\x1b[2J"), "'\\u{1b}[2J'");
-    }
-}
-
 /// `every 5m and on SIGHUP; on a change: restart (SIGTERM, then SIGKILL after 10s)`.
 fn describe_watch(w: &crate::watch::Settings) -> String {
     use crate::watch::{OnChange, signal_name};
@@ -110,4 +98,16 @@ fn describe_watch(w: &crate::watch::Settings) -> String {
         OnChange::Exit => format!("stop ({stop}) and exit {}", crate::watch::EXIT_CHANGED),
     };
     format!("{when}; on a change: {action}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn arguments_are_quoted_only_when_needed() {
+        assert_eq!(super::shell_quote("./backup.sh"), "./backup.sh");
+        assert_eq!(super::shell_quote("a b"), "'a b'");
+        assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(super::shell_quote(""), "''");
+        assert_eq!(super::shell_quote("\x1b[2J"), "'\\u{1b}[2J'");
+    }
 }
