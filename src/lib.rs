@@ -483,7 +483,18 @@ fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
 /// `envrun export`: the same configuration and resolution, printed instead of run.
 fn export(args: cli::ExportArgs) -> Result<i32, Error> {
     let config = RunConfig::build(args.options.clone(), Vec::new())?;
-    let resolved = resolve::into_resolved(resolve_reporting_warnings(&config, false))?;
+    let mut resolved = resolve::into_resolved(resolve_reporting_warnings(&config, false))?;
+    // An `as_file:` variable is a path to a file that exists only in a command envrun
+    // starts: exporting its value instead would hand a PEM to what expects a path.
+    resolved.vars.retain(|(name, _)| {
+        let file = config.files.contains(name);
+        if file {
+            ui::warn(&format!(
+                "`{name}` is left out: it is an as_file: variable, whose file exists only in a command envrun starts (use `envrun -- COMMAND` or `envrun shell`)"
+            ));
+        }
+        !file
+    });
     commands::export::run(&resolved, &args)
 }
 

@@ -300,8 +300,9 @@ impl Live {
 /// One warning per failed reload, on one line.
 fn failed(e: &Error) {
     let mut text: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
-    if let Some(hint) = e.hint() {
-        text.push(format!("hint: {hint}"));
+    // A resolution's hint is about a run that did not start; here one is running.
+    if let Some(hint) = e.hint().filter(|_| !matches!(e, Error::Resolve { .. })) {
+        text.extend(hint.lines().map(|l| format!("hint: {l}")));
     }
     crate::ui::warn(&format!(
         "reload failed; the command keeps running with the environment it has: {}",

@@ -84,9 +84,10 @@ impl MemFile {
         format!("/proc/self/fd/{}", self.file.as_raw_fd())
     }
 
-    /// Replaces the content (`on_change: signal`): written over from the start, then cut
-    /// to the new length. A reader racing with this may see a mix; the command is told by
-    /// its signal only after this returns.
+    /// Replaces the content (`on_change: signal`). A reader racing with this finds the old
+    /// or the new value; when the new one is shorter it may find the file empty (and, for a
+    /// value over one page, only its first pages). The command is told by its signal only
+    /// after this returns, and reads the whole new value then.
     pub fn replace(&self, value: &Secret) -> Result<(), Error> {
         if self.sealed {
             return Err(Error::Invalid {
@@ -103,12 +104,22 @@ impl MemFile {
                 e,
             )
         };
+        let old_len = self
+            .file
+            .metadata()
+            .map_err(|e| fail("fstat", e))?
+            .len();
+        // A value as long or longer is written over the old one at once (the common case:
+        // a rotated token has the same format). A shorter one goes into an emptied file:
+        // a reader racing with this then sees nothing or the new value (the kernel grows
+        // the size only once a page's bytes are in it), never the new value followed by
+        // the end of the old one, nor the start of the old one alone.
+        if (value.len() as u64) < old_len {
+            self.file.set_len(0).map_err(|e| fail("ftruncate", e))?;
+        }
         self.file
             .write_all_at(value.expose(), 0)
-            .map_err(|e| fail("write", e))?;
-        self.file
-            .set_len(value.len() as u64)
-            .map_err(|e| fail("ftruncate", e))
+            .map_err(|e| fail("write", e))
     }
 }
 
