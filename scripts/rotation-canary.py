@@ -9,13 +9,17 @@ envrun writes is searched for pieces of the canary (8 bytes or more), and every 
 the expected one with each value exactly masked: anything else shows a value, or part of
 one, that no mask covered (shown before its mask was added, or read half-replaced).
 
-    cargo build && scripts/rotation-canary.py                   # 10^4 rotations, ~4 minutes
+    cargo build && scripts/rotation-canary.py                   # 10^4 rotations, ~5 minutes
     scripts/rotation-canary.py --rotations 200 --action restart  # a quick run
+    scripts/rotation-canary.py --action signal:SIGUSR1 --reader continuous
 
 `--action both` (the default) gives half of the rotations to `signal:SIGUSR1` (the file is
-rewritten and the command signalled) and half to `restart`. Exit status: 0 when nothing
-leaked, 1 when something did (the leaking or unexpected lines are printed), 2 on a setup
-failure.
+rewritten and the command signalled) and half to `restart`. Under `signal:`, the command
+reads its file only when signalled (`--reader on-signal`, the contract of that mode), or
+before every line (`--reader continuous`, also while envrun rewrites it in place). An empty
+file read (a shorter value replacing a longer one) is counted, not failed: nothing shows.
+Exit status: 0 when nothing leaked, 1 when something did (the leaking or unexpected lines
+are printed), 2 on a setup failure.
 The smaller version of this check runs in CI: tests/watch.rs, rotations_at_random_moments_*.
 """
 
@@ -36,10 +40,18 @@ CANARY = "CANARY-7f3e9b1c-d00d-4bad-a55e-0123456789ab"
 PIECES = [CANARY[i:i + 8] for i in range(len(CANARY) - 7)]
 
 # The command: its environment's value and its file's, masked by envrun, and the generation
-# of each (`eg=`, `fg=`: the text before the first `:`, not secret). SIGUSR1 is caught.
-PRINTER = r"""trap : USR1
+# of each (`eg=`, `fg=`: the text before the first `:`, not secret). `continuous` reads the
+# file before every line, also while envrun rewrites it; `on-signal` reads it once at the
+# start and then only on SIGUSR1, as a program that reloads its key on a signal does.
+READERS = {
+    "continuous": r"""trap : USR1
 echo "start gen=${TOKEN%%:*} pid=$$"
-while :; do c=$(cat "$KEYFILE"); printf 'env=%s file=%s eg=%s fg=%s\n' "$TOKEN" "$c" "${TOKEN%%:*}" "${c%%:*}"; done"""
+while :; do c=$(cat "$KEYFILE"); printf 'env=%s file=%s eg=%s fg=%s\n' "$TOKEN" "$c" "${TOKEN%%:*}" "${c%%:*}"; done""",
+    "on-signal": r"""c=$(cat "$KEYFILE")
+trap 'c=$(cat "$KEYFILE")' USR1
+echo "start gen=${TOKEN%%:*} pid=$$"
+while :; do printf 'env=%s file=%s eg=%s fg=%s\n' "$TOKEN" "$c" "${TOKEN%%:*}" "${c%%:*}"; sleep 0.002; done""",
+}
 EXPECTED = re.compile(r"^(start gen=\S+ pid=\d+|env=\*\*\* file=\*\*\* eg=\S+ fg=\S+)$")
 # A file read while a longer value gave way to a shorter one may be empty (documented):
 # nothing shown, so counted but not failed.
@@ -86,14 +98,14 @@ class Output:
             return self.data.decode(errors="replace")
 
 
-def run(binary, action, rotations, interval, max_gap_ms, rng):
+def run(binary, action, reader, rotations, interval, max_gap_ms, rng):
     """One envrun under `action` with `rotations` rotations; returns a result dict."""
     with tempfile.TemporaryDirectory(prefix="rotation-canary-") as d:
         set_secret(binary, d, f"g0:{CANARY}-{rng.getrandbits(64):016x}")
         with open(os.path.join(d, "envrun.yaml"), "w") as f:
             f.write("environment:\n  TOKEN: secret:TOKEN\n  KEYFILE: as_file:secret:TOKEN\n")
         envrun = subprocess.Popen(
-            [binary, "--watch", interval, "--on-change", action, "--", "sh", "-c", PRINTER],
+            [binary, "--watch", interval, "--on-change", action, "--", "sh", "-c", READERS[reader]],
             cwd=d,
             env=envrun_env(),
             stdin=subprocess.DEVNULL,
@@ -166,7 +178,9 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rotations", type=int, default=10_000)
-    p.add_argument("--action", default="both", help="restart, signal:SIGUSR1, exit... or both")
+    p.add_argument("--action", default="both", help="restart, signal:SIGUSR1, or both")
+    p.add_argument("--reader", default="on-signal", choices=sorted(READERS),
+                   help="how the command reads its file under signal:SIGUSR1 (restart: continuous)")
     p.add_argument("--interval", default="100ms", help="--watch interval")
     p.add_argument("--max-gap", type=float, default=20, help="longest pause between rotations, ms")
     p.add_argument("--seed", type=int, default=None)
@@ -177,6 +191,8 @@ def main():
         return 2
     seed = a.seed if a.seed is not None else random.SystemRandom().getrandbits(32)
     rng = random.Random(seed)
+    def reader(action):
+        return a.reader if action.startswith("signal") else "continuous"
     if a.action == "both":
         plan = [("signal:SIGUSR1", a.rotations // 2), ("restart", a.rotations - a.rotations // 2)]
     else:
@@ -185,8 +201,8 @@ def main():
           f"pauses 0-{a.max_gap:g} ms, {a.bin}")
     failed = False
     for action, n in plan:
-        r = run(a.bin, action, n, a.interval, a.max_gap, rng)
-        print(f"  {action}: {r['rotations']} rotations in {r['seconds']:.1f} s, "
+        r = run(a.bin, action, reader(action), n, a.interval, a.max_gap, rng)
+        print(f"  {action} ({reader(action)} reader): {r['rotations']} rotations in {r['seconds']:.1f} s, "
               f"{r['changes']} changes reported, {r['starts']} command starts, "
               f"{r['lines']} lines ({r['bytes']} bytes) searched: "
               f"{len(r['leaks'])} leaks, {len(r['unexpected'])} unexpected lines, {r['empty']} empty reads, "

@@ -658,8 +658,9 @@ echo "start gen=${TOKEN%%:*} pid=$$ raw=$TOKEN"
 while :; do c=$(cat "$KEYFILE"); printf 'env=%s file=%s eg=%s fg=%s\n' "$TOKEN" "$c" "${TOKEN%%:*}" "${c%%:*}"; done"#;
 
 /// Rotates TOKEN `rotations` times at random moments (0 to 150 ms apart) under
-/// `--on-change ACTION --watch 200ms`, with [`PRINTER`] printing both the environment's
-/// value and the file's all along, and checks that no part of the canary ever shows.
+/// `--on-change ACTION --watch 200ms`, with `printer` ([`PRINTER`], [`READS_ON_SIGNAL`])
+/// printing the environment's value and the file's all along, and checks that no part of
+/// the canary ever shows.
 fn rotations_never_show_the_canary(action: &str, printer: &str, rotations: usize) {
     let t = watched()
         .manifest("environment:\n  TOKEN: secret:TOKEN\n  KEYFILE: as_file:secret:TOKEN\n");
@@ -673,7 +674,7 @@ fn rotations_never_show_the_canary(action: &str, printer: &str, rotations: usize
             "--",
             "sh",
             "-c",
-            PRINTER,
+            printer,
         ],
     );
     live.wait_stdout("the child", |o| o.contains("start gen=g1"));
