@@ -880,3 +880,43 @@ fn a_terminal_hangup_still_stops_envrun_with_reload_on_hup() {
     }
     assert!(!status.success(), "{status:?}");
 }
+
+#[test]
+fn dry_run_shows_the_watch_settings() {
+    let t = watched();
+    let done = t
+        .run(&[
+            "--dry-run",
+            "--no-mask",
+            "--watch",
+            "5s",
+            "--reload-on-hup",
+            "--on-change",
+            "signal:SIGHUP",
+            "--",
+            "sh",
+            "-c",
+            "touch ran",
+        ])
+        .status(0)
+        .never_shows(CANARY);
+    assert!(!t.path("ran").exists());
+    let out = done.stdout_str();
+    // Watching keeps envrun as the parent, --no-mask or not.
+    let mode = out.lines().find(|l| l.starts_with("mode:")).unwrap();
+    assert!(mode.contains("supervise"), "{out}");
+    let watch = out
+        .lines()
+        .find(|l| l.starts_with("watch:"))
+        .unwrap_or_else(|| panic!("no watch line:\n{out}"));
+    for needle in ["5s", "SIGHUP"] {
+        assert!(watch.contains(needle), "{out}");
+    }
+    // Not watching: no such line.
+    let done = t.run(&["--dry-run", "--", "true"]).status(0);
+    assert!(
+        !done.stdout_str().lines().any(|l| l.starts_with("watch:")),
+        "{}",
+        done.stdout_str()
+    );
+}
