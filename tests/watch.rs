@@ -920,3 +920,46 @@ fn dry_run_shows_the_watch_settings() {
         done.stdout_str()
     );
 }
+
+#[test]
+fn a_restart_whose_command_is_gone_keeps_the_running_one() {
+    // The new environment is fine but the command can no longer be run (deleted, as by a
+    // deploy in progress): envrun must not stop a working command for one it cannot start.
+    let t = watched()
+        .file(
+            "app.sh",
+            "#!/bin/sh\necho \"start gen=${TOKEN%%:*} pid=$$ raw=$TOKEN\"\nwhile :; do sleep 0.1; done\n",
+        )
+        .chmod("app.sh", 0o755);
+    let live = Live::start(&t, &["--watch", "1s", "--", "./app.sh"]);
+    live.wait_stdout("the first child", |o| o.contains("start gen=g1"));
+    std::fs::remove_file(t.path("app.sh")).unwrap();
+    store(&t, "TOKEN", &value("g2"));
+    live.wait_stderr("the failed restart", |e| e.contains("app.sh"));
+    // The running command lives on: envrun is still there at the next reload.
+    let mut opens = Opens::watch(&t.path("tick.txt"));
+    let mut live = live;
+    let since = Instant::now();
+    while opens.count() == 0 && live.running() {
+        assert!(
+            since.elapsed() < DEADLINE,
+            "no reload after the failed restart"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        live.running(),
+        "envrun ended (its command stopped) for a restart it could not do:\n{}",
+        live.stderr()
+    );
+    let out = live.stdout();
+    let pid = lines(&out)[0].pid;
+    assert!(
+        !matches!(state(pid), None | Some('Z')),
+        "the running command was stopped"
+    );
+    live.signal(libc::SIGTERM);
+    let (_, out, err) = live.finish();
+    assert_eq!(count(&out, "start "), 1, "{out}");
+    all_masked(&out, &err);
+}
