@@ -205,11 +205,13 @@ def main():
         print(f"  {action} ({reader(action)} reader): {r['rotations']} rotations in {r['seconds']:.1f} s, "
               f"{r['changes']} changes reported, {r['starts']} command starts, "
               f"{r['lines']} lines ({r['bytes']} bytes) searched: "
-              f"{len(r['leaks'])} leaks, {len(r['unexpected'])} unexpected lines, {r['empty']} empty reads, "
+              f"{len(r['leaks'])} leaking lines ({len(set(r['leaks']))} distinct), "
+              f"{len(r['unexpected'])} unexpected lines ({len(set(r['unexpected']))} distinct), "
+              f"{r['empty']} empty reads, "
               f"last value {'reached' if r['reached_last'] else 'NOT reached'} the command")
-        for line in r["leaks"][:20]:
+        for line in sorted(set(r["leaks"]))[:20]:
             print(f"    LEAK: {line}")
-        for line in r["unexpected"][:10]:
+        for line in sorted(set(r["unexpected"]) - set(r["leaks"]))[:10]:
             print(f"    unexpected: {line!r}")
         for line in r["warnings"][:10]:
             print(f"    envrun: {line!r}")
