@@ -661,7 +661,16 @@ while :; do c=$(cat "$KEYFILE"); printf 'env=%s file=%s eg=%s fg=%s\n' "$TOKEN" 
 /// `--on-change ACTION --watch 200ms`, with `printer` ([`PRINTER`], [`READS_ON_SIGNAL`])
 /// printing the environment's value and the file's all along, and checks that no part of
 /// the canary ever shows.
-fn rotations_never_show_the_canary(action: &str, printer: &str, rotations: usize) {
+///
+/// With `acknowledged`, each rotation waits until the command shows it has read the new
+/// file (`fg=rN`): a command that reads on the signal and is done before the next change,
+/// which is what `signal:` promises to serve.
+fn rotations_never_show_the_canary(
+    action: &str,
+    printer: &str,
+    rotations: usize,
+    acknowledged: bool,
+) {
     let t = watched()
         .manifest("environment:\n  TOKEN: secret:TOKEN\n  KEYFILE: as_file:secret:TOKEN\n");
     let live = Live::start(
@@ -678,12 +687,18 @@ fn rotations_never_show_the_canary(action: &str, printer: &str, rotations: usize
         ],
     );
     live.wait_stdout("the child", |o| o.contains("start gen=g1"));
-    let mut seed = [0u8; 8];
-    getrandom::fill(&mut seed).unwrap();
-    let mut rng = u64::from_le_bytes(seed) | 1;
-    eprintln!("seed {rng:#x}");
+    // ROTATION_SEED=0x... reproduces a run's values and pauses.
+    let mut rng = std::env::var("ROTATION_SEED")
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| {
+            let mut seed = [0u8; 8];
+            getrandom::fill(&mut seed).unwrap();
+            u64::from_le_bytes(seed) | 1
+        });
+    eprintln!("ROTATION_SEED={rng:#x}");
     let mut next = || {
-        // xorshift64: enough randomness for timings, and the seed above reproduces a run.
+        // xorshift64: enough randomness for timings and values.
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -700,6 +715,10 @@ fn rotations_never_show_the_canary(action: &str, printer: &str, rotations: usize
         let pad = format!("{:016x}{:016x}", next(), next());
         let v = format!("r{i}:{}{CANARY}", &pad[..(next() % 33) as usize]);
         store(&t, "TOKEN", &v);
+        if acknowledged {
+            let read = format!("fg=r{i}\n");
+            live.wait_stdout(&format!("the command reading r{i}"), |o| o.contains(&read));
+        }
     }
     // The last value reached the child: through the file (signal) or a restart.
     let seen = match action {
@@ -762,17 +781,17 @@ while :; do printf 'env=%s file=%s eg=%s fg=%s\n' "$TOKEN" "$c" "${TOKEN%%:*}" "
 #[test]
 fn rotations_at_random_moments_never_show_the_canary_with_signal() {
     // The command reads its file all the time, also while envrun replaces the content.
-    rotations_never_show_the_canary("signal:SIGUSR1", PRINTER, 40);
+    rotations_never_show_the_canary("signal:SIGUSR1", PRINTER, 40, false);
 }
 
 #[test]
 fn rotations_at_random_moments_never_show_the_canary_with_signal_read_on_the_signal() {
-    rotations_never_show_the_canary("signal:SIGUSR1", READS_ON_SIGNAL, 40);
+    rotations_never_show_the_canary("signal:SIGUSR1", READS_ON_SIGNAL, 25, true);
 }
 
 #[test]
 fn rotations_at_random_moments_never_show_the_canary_with_restart() {
-    rotations_never_show_the_canary("restart", PRINTER, 40);
+    rotations_never_show_the_canary("restart", PRINTER, 40, false);
 }
 
 #[test]
