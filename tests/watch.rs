@@ -982,3 +982,33 @@ fn a_restart_whose_command_is_gone_keeps_the_running_one() {
     assert_eq!(count(&out, "start "), 1, "{out}");
     all_masked(&out, &err);
 }
+
+#[test]
+fn a_burst_of_sighups_is_one_restart_not_a_storm() {
+    let t = watched();
+    let mut opens = Opens::watch(&t.path("tick.txt"));
+    let live = Live::start(&t, &["--reload-on-hup", "--", "sh", "-c", CHILD]);
+    live.wait_stdout("the first child", |o| o.contains("start gen=g1"));
+    let started = opens.count();
+    store(&t, "TOKEN", &value("g2"));
+    for _ in 0..20 {
+        live.signal(libc::SIGHUP);
+    }
+    live.wait_stdout("the restarted child", |o| o.contains("start gen=g2"));
+    // One more SIGHUP, once the new child runs: its reload is the last, after any queued.
+    live.wait_stdout("the new child's output", |o| count(o, "tick gen=g2") >= 2);
+    let before = opens.count();
+    live.signal(libc::SIGHUP);
+    opens.wait_past(before, "the last reload", DEADLINE);
+    let reloads = opens.count() - started;
+    live.signal(libc::SIGTERM);
+    let (_, out, err) = live.finish();
+    // 20 requests while one reload ran (and the restart) are folded into at most one more.
+    assert!(
+        (2..=3).contains(&reloads),
+        "{reloads} reloads for 21 SIGHUPs\n{err}"
+    );
+    assert_eq!(count(&out, "start "), 2, "{out}");
+    assert_eq!(change_lines(&err).len(), 1, "{err}");
+    all_masked(&out, &err);
+}
