@@ -44,9 +44,12 @@ fn bao_bin() -> &'static Path {
 fn start_bao() -> Server {
     let port = free_port();
     let mut cmd = Command::new(bao_bin());
+    // -dev-no-store-token: dev servers started at the same time (other tests, other
+    // checkouts) would otherwise race writing ~/.vault-token, and one fails to start.
     cmd.args([
         "server",
         "-dev",
+        "-dev-no-store-token",
         &format!("-dev-root-token-id={ROOT}"),
         &format!("-dev-listen-address=127.0.0.1:{port}"),
     ]);
