@@ -316,7 +316,11 @@ pub struct SecretsArgs {
     pub command: SecretsCommand,
 }
 
+/// Each subcommand's arguments are defined only when it is used (`defer`), so a run does
+/// not pay for building them. None has an `env = ...` of its own ([`ignore_empty_env`]
+/// reaches the global `StoreArgs` before they are copied into each).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SecretsCommand {
     /// Create a new key and an empty store (both 0600); refuses to overwrite either
     Init,
@@ -436,9 +440,12 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     crate::timeout::parse(text)
 }
 
-/// The clap command, for the man page and completions.
+/// The clap command with every subcommand defined (see [`Command`]'s `defer`): for the man
+/// page, completions and messages that look options up.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    cmd
 }
 
 /// Parses the process's command line. An `ENVRUN_*` variable that is set but empty counts
@@ -446,7 +453,13 @@ pub fn command() -> clap::Command {
 /// container or a CI step that blanks a variable must not turn into an error.
 pub fn parse() -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
-    let cmd = ignore_empty_env(command());
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Walking the tree costs more than the look at the environment that usually skips it.
+    let blank = std::env::vars_os()
+        .any(|(k, v)| v.is_empty() && k.as_encoded_bytes().starts_with(b"ENVRUN_"));
+    if blank {
+        cmd = ignore_empty_env(cmd);
+    }
     let mut matches = cmd.try_get_matches()?;
     Cli::from_arg_matches_mut(&mut matches)
 }

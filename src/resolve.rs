@@ -440,34 +440,26 @@ fn fetch_secrets(
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));
         }
-        // One thread per backend, all joined before this returns (scoped). A backend that
-        // panics is reported as failed, never silently dropped: the run must not go on
-        // without its values.
-        let answers: Vec<Answer> = std::thread::scope(|s| {
-            let handles: Vec<_> = wanted
+        // One thread per backend, all joined before this returns (scoped); a single backend
+        // (the usual case) runs on this thread, as a thread would only add its start and
+        // teardown. A backend that panics is reported as failed, never silently dropped: the
+        // run must not go on without its values.
+        let answers: Vec<Answer> = if wanted.len() == 1 {
+            wanted
                 .into_iter()
                 .map(|(name, lookups)| {
                     let backend = &backends[&name];
                     let lookups: Vec<Lookup> = lookups.into_iter().collect();
-                    let handle = s.spawn({
-                        let lookups = lookups.clone();
-                        move || backend.fetch(&lookups)
-                    });
-                    (name, lookups, handle)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(name, lookups, handle)| {
-                    let answer = handle.join().unwrap_or_else(|_| {
-                        Err(BackendError::new(
-                            "failed while fetching (it panicked: a bug in envrun, please report it)",
-                        ))
-                    });
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        backend.fetch(&lookups)
+                    }))
+                    .unwrap_or_else(|_| Err(panicked()));
                     (name, lookups, answer)
                 })
                 .collect()
-        });
+        } else {
+            fetch_concurrently(wanted, &backends)
+        };
         for (name, lookups, answer) in answers {
             match answer {
                 Ok(values) if values.len() == lookups.len() => {
@@ -495,6 +487,39 @@ fn fetch_secrets(
         failed,
         consumed,
     }
+}
+
+/// Fetches each backend's lookups on a thread of its own, all joined before this returns.
+fn fetch_concurrently(
+    wanted: BTreeMap<String, BTreeSet<Lookup>>,
+    backends: &BTreeMap<String, Box<dyn Backend>>,
+) -> Vec<Answer> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = wanted
+            .into_iter()
+            .map(|(name, lookups)| {
+                let backend = &backends[&name];
+                let lookups: Vec<Lookup> = lookups.into_iter().collect();
+                let handle = s.spawn({
+                    let lookups = lookups.clone();
+                    move || backend.fetch(&lookups)
+                });
+                (name, lookups, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, lookups, handle)| {
+                let answer = handle.join().unwrap_or_else(|_| Err(panicked()));
+                (name, lookups, answer)
+            })
+            .collect()
+    })
+}
+
+/// What a backend that panicked while fetching is reported as.
+fn panicked() -> BackendError {
+    BackendError::new("failed while fetching (it panicked: a bug in envrun, please report it)")
 }
 
 /// Evaluates one part of the value of `var`.
