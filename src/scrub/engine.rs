@@ -60,10 +60,11 @@ pub(super) struct Compiled {
     /// Teddy, which takes up to 64 patterns, hence several shards. Empty when there
     /// would be too many shards to beat a plain automaton scan.
     pub finders: Vec<AhoCorasick>,
-    /// When there are too many keys for the finders: a bit per hash of each anchor's
-    /// first [`GRAM_LEN`] bytes. A position whose next bytes' bit is clear cannot start
-    /// an occurrence. `None` when an anchor is shorter than that, or finders are used.
-    pub grams: Option<Box<[u64]>>,
+    /// A bit per hash of each anchor's first [`GRAM_LEN`] bytes: a position whose next
+    /// bytes' bit is clear cannot start an occurrence. The prefilter when there are too
+    /// many keys for the finders; with either, it also sorts out the positions just before
+    /// a line break (see `stream::scan`). `None` when an anchor is shorter than that.
+    pub grams: Option<Box<Grams>>,
     /// The bytes an anchor can begin with: a position starting with another byte needs
     /// no walk.
     pub first: [bool; 256],
@@ -139,11 +140,7 @@ impl Compiled {
             build_engine(&anchors)
         };
         let finders = build_finders(&anchors);
-        let grams = if finders.is_empty() {
-            build_grams(&anchors)
-        } else {
-            None
-        };
+        let grams = build_grams(&anchors);
         let mut first = [false; 256];
         for anchor in &anchors {
             first[usize::from(anchor[0])] = true;
@@ -272,26 +269,75 @@ fn build_finders(anchors: &[Zeroizing<Vec<u8>>]) -> Vec<AhoCorasick> {
 pub(super) const GRAM_LEN: usize = 4;
 const GRAM_BITS: u32 = 20;
 
-/// The filter's bit for the gram starting `bytes`.
-#[inline]
-pub(super) fn gram_bit(bytes: &[u8]) -> usize {
-    let g = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+/// The gram filter: a fixed size, so an index made from a `GRAM_BITS`-bit hash needs no
+/// bounds check in the scan loop.
+pub(super) type Grams = [u64; (1 << GRAM_BITS) / 64];
+
+/// The filter's bit for the gram `g` (four bytes, little-endian).
+#[inline(always)]
+fn gram_bit(g: u32) -> usize {
     (g.wrapping_mul(0x9e37_79b1) >> (32 - GRAM_BITS)) as usize
 }
 
-#[inline]
-pub(super) fn gram_hit(grams: &[u64], bytes: &[u8]) -> bool {
-    let bit = gram_bit(bytes);
-    grams[bit / 64] & (1 << (bit % 64)) != 0
+/// 1 if the gram `g` may start an anchor, else 0.
+#[inline(always)]
+fn gram_bit_set(grams: &Grams, g: u32) -> u32 {
+    let bit = gram_bit(g);
+    ((grams[bit / 64] >> (bit % 64)) & 1) as u32
 }
 
-fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<[u64]>> {
+/// Whether the gram of the first [`GRAM_LEN`] bytes of `bytes` is in the filter.
+pub(super) fn gram_hit(grams: &Grams, bytes: &[u8]) -> bool {
+    gram_bit_set(
+        grams,
+        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+    ) == 1
+}
+
+/// The first position in `q..limit` whose gram is in the filter, or `limit`. Every gram
+/// that starts before `limit` lies within `hay` (`limit + GRAM_LEN - 1 <= hay.len()`).
+///
+/// This loop is most of the cost of masking with many secrets (past the finders' key
+/// limit), so it tests eight positions per step from two 8-byte loads: eight independent
+/// hashes and lookups, one branch.
+#[inline]
+pub(super) fn next_gram_hit(grams: &Grams, hay: &[u8], mut q: usize, limit: usize) -> usize {
+    debug_assert!(limit + GRAM_LEN - 1 <= hay.len());
+    while q + 8 <= limit && q + 12 <= hay.len() {
+        let lo = u64::from_le_bytes(hay[q..q + 8].try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(hay[q + 4..q + 12].try_into().expect("8 bytes"));
+        let mut hits = 0u32;
+        for k in 0..4 {
+            hits |= gram_bit_set(grams, (lo >> (8 * k)) as u32) << k;
+            hits |= gram_bit_set(grams, (hi >> (8 * k)) as u32) << (k + 4);
+        }
+        if hits != 0 {
+            return q + hits.trailing_zeros() as usize;
+        }
+        q += 8;
+    }
+    while q < limit {
+        let g = u32::from_le_bytes([hay[q], hay[q + 1], hay[q + 2], hay[q + 3]]);
+        if gram_bit_set(grams, g) == 1 {
+            return q;
+        }
+        q += 1;
+    }
+    limit
+}
+
+fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<Grams>> {
     if anchors.iter().any(|a| a.len() < GRAM_LEN) {
         return None;
     }
-    let mut grams = vec![0u64; (1 << GRAM_BITS) / 64].into_boxed_slice();
+    let mut grams: Box<Grams> = vec![0u64; (1 << GRAM_BITS) / 64]
+        .into_boxed_slice()
+        .try_into()
+        .expect("the filter's size");
     for anchor in anchors {
-        let bit = gram_bit(&anchor[..GRAM_LEN]);
+        let bit = gram_bit(u32::from_le_bytes([
+            anchor[0], anchor[1], anchor[2], anchor[3],
+        ]));
         grams[bit / 64] |= 1 << (bit % 64);
     }
     Some(grams)
@@ -349,7 +395,8 @@ mod tests {
     #[test]
     fn too_many_keys_for_the_finders_get_the_gram_filter() {
         let few = compile(&[b"secretvalue"]);
-        assert!(!few.finders.is_empty() && few.grams.is_none());
+        // the finders, and the filter for the positions before a line break
+        assert!(!few.finders.is_empty() && few.grams.is_some());
         let many: Vec<Vec<u8>> = (0..600)
             .map(|i| format!("{i:04}-{}", i * 7919).into_bytes())
             .collect();
