@@ -254,12 +254,7 @@ fn next_timeout(streams: &[Stream], deadline: Option<Instant>, now: Instant) -> 
 }
 
 /// Reads once from a ready stream and writes what the scrubber lets through.
-fn pump_once(
-    s: &mut Stream,
-    buf: &mut Zeroizing<Vec<u8>>,
-    out: &mut Vec<u8>,
-    report: &mut Report,
-) {
+fn pump_once(s: &mut Stream, buf: &mut Zeroizing<Vec<u8>>, out: &mut Vec<u8>, report: &mut Report) {
     let Some(from) = s.from.as_ref() else {
         return;
     };
