@@ -65,9 +65,23 @@ pub(super) struct Compiled {
     /// many keys for the finders; with either, it also sorts out the positions just before
     /// a line break (see `stream::scan`). `None` when an anchor is shorter than that.
     pub grams: Option<Box<Grams>>,
+    /// With [`Compiled::grams`] as the prefilter, when every anchor is long enough: the
+    /// filter of every anchor's grams at offsets below a step, so the scan tests one
+    /// position per step instead of every one (see [`next_sampled_hit`]).
+    pub sampled: Option<Sampled>,
     /// The bytes an anchor can begin with: a position starting with another byte needs
     /// no walk.
     pub first: [bool; 256],
+}
+
+/// See [`Compiled::sampled`].
+pub(super) struct Sampled {
+    /// Each anchor's grams at offsets `0..step`.
+    grams: Box<Grams>,
+    /// At most the shortest anchor's length less `GRAM_LEN - 1`, so that the grams a
+    /// position can show of an anchor starting up to `step - 1` bytes before it are in
+    /// the filter.
+    step: usize,
 }
 
 /// Every occurrence of an anchor starts with an occurrence of one of these keys (or has
@@ -141,6 +155,10 @@ impl Compiled {
         };
         let finders = build_finders(&anchors);
         let grams = build_grams(&anchors);
+        let sampled = match (&grams, finders.is_empty()) {
+            (Some(_), true) => build_sampled(&anchors),
+            _ => None,
+        };
         let mut first = [false; 256];
         for anchor in &anchors {
             first[usize::from(anchor[0])] = true;
@@ -152,6 +170,7 @@ impl Compiled {
             anchor_len,
             finders,
             grams,
+            sampled,
             first,
         }
     }
@@ -177,6 +196,7 @@ impl Compiled {
             + self.targets.len() * 8
             + self.anchor_targets.len() * 12
             + self.grams.as_ref().map_or(0, |g| g.len() * 8)
+            + self.sampled.as_ref().map_or(0, |s| s.grams.len() * 8)
     }
 
     pub fn kind(&self) -> &'static str {
@@ -324,6 +344,63 @@ pub(super) fn next_gram_hit(grams: &Grams, hay: &[u8], mut q: usize, limit: usiz
         q += 1;
     }
     limit
+}
+
+/// Like [`next_gram_hit`], testing one position per `step` while that is safe: the next
+/// `step + GRAM_LEN - 1` bytes hold no line break (`nl`, the next one or the end of
+/// `hay`). An anchor that starts at `p` in `q..q + step` then shows its gram at offset
+/// `q + step - 1 - p` at `q + step - 1`, a gram of the sampled filter; only a window
+/// whose sample is in it is tested position by position. The rest of the line goes
+/// position by position.
+#[inline]
+pub(super) fn next_sampled_hit(
+    sampled: &Sampled,
+    grams: &Grams,
+    hay: &[u8],
+    mut q: usize,
+    limit: usize,
+    nl: usize,
+) -> usize {
+    let step = sampled.step;
+    let nl = nl.min(hay.len());
+    while q < limit && q + step + GRAM_LEN - 1 <= nl {
+        let a = q + step - 1;
+        let g = u32::from_le_bytes([hay[a], hay[a + 1], hay[a + 2], hay[a + 3]]);
+        if gram_bit_set(&sampled.grams, g) == 1 {
+            let end = (q + step).min(limit);
+            let hit = next_gram_hit(grams, hay, q, end);
+            if hit < end {
+                return hit;
+            }
+        }
+        q += step;
+    }
+    next_gram_hit(grams, hay, q.min(limit), limit)
+}
+
+/// The sampled filter, if every anchor is long enough for a step of 2 or more; the step
+/// shrinks so the filter stays about 6% full at most (false hits cost a window's tests).
+fn build_sampled(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Sampled> {
+    const MAX_STEP: usize = 8;
+    let shortest = anchors.iter().map(|a| a.len()).min()?;
+    let mut step = (shortest + 1).saturating_sub(GRAM_LEN).min(MAX_STEP);
+    while step > 1 && anchors.len() * step > (1 << GRAM_BITS) / 16 {
+        step -= 1;
+    }
+    if step < 2 {
+        return None;
+    }
+    let mut grams: Box<Grams> = vec![0u64; (1 << GRAM_BITS) / 64]
+        .into_boxed_slice()
+        .try_into()
+        .expect("the filter's size");
+    for anchor in anchors {
+        for w in anchor[..step + GRAM_LEN - 1].windows(GRAM_LEN) {
+            let bit = gram_bit(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            grams[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+    Some(Sampled { grams, step })
 }
 
 fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<Grams>> {

@@ -808,6 +808,68 @@ mod tests {
     }
 
     #[test]
+    fn many_secrets_use_the_sampled_filter_and_still_mask_everywhere() {
+        // Enough secrets for more keys than the finders take: the gram filter, sampled
+        // one position in a step. Occurrences at every column, wrapped at every width,
+        // each fed in pieces, must be masked as with the position-by-position scan.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let values: Vec<Vec<u8>> = (0..300)
+            .map(|_| {
+                (0..24)
+                    .map(|_| ALNUM[next() as usize % ALNUM.len()])
+                    .collect()
+            })
+            .collect();
+        let named: Vec<(String, &[u8])> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("S{i}"), v.as_slice()))
+            .collect();
+        let sc = Arc::new(
+            Scrubber::new(named.iter().map(|(n, v)| (n.as_str(), *v)), &opts("***")).unwrap(),
+        );
+        let ctx = sc.ctx();
+        assert!(ctx.compiled.finders.is_empty() && ctx.compiled.sampled.is_some());
+        for (k, value) in values.iter().enumerate().step_by(37) {
+            let encoded = STANDARD.encode(value);
+            for column in 0..9 {
+                for width in [4, 5, 9, 64, 76, 1000] {
+                    let mut text = "- ".repeat(column / 2) + &" ".repeat(column % 2);
+                    let expected = format!("{text}*** and ***\n- .\n");
+                    text.push_str(std::str::from_utf8(value).unwrap());
+                    text.push_str(" and ");
+                    let mut col = 0;
+                    for c in encoded.chars() {
+                        if col == width {
+                            text.push('\n');
+                            col = 0;
+                        }
+                        text.push(c);
+                        col += 1;
+                    }
+                    text.push_str("\n- .\n");
+                    for size in [1, 7, 4096] {
+                        let pieces: Vec<&[u8]> = text.as_bytes().chunks(size).collect();
+                        let out = stream_in_pieces(&sc, &pieces);
+                        assert_eq!(
+                            String::from_utf8_lossy(&out),
+                            expected,
+                            "secret {k} column {column} width {width} pieces of {size}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_long_value_is_checked_past_its_anchor() {
         let value: Vec<u8> = (0..5000u32).map(|i| b'!' + (i * 7 % 90) as u8).collect();
         let sc = scrubber(&[("BIG", &value)], "***");

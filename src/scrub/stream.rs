@@ -10,7 +10,8 @@ use aho_corasick::automaton::{Automaton, StateID};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::engine::{
-    FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, next_gram_hit, with_automaton,
+    FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, next_gram_hit, next_sampled_hit,
+    with_automaton,
 };
 use super::forms::{Cursor, Form};
 
@@ -263,7 +264,10 @@ fn scan<A: Automaton>(
                 .grams
                 .as_ref()
                 .expect("the prefilter when there are no finders");
-            next_gram_hit(grams, hay, p, limit)
+            match &compiled.sampled {
+                Some(sampled) => next_sampled_hit(sampled, grams, hay, p, limit, nl),
+                None => next_gram_hit(grams, hay, p, limit),
+            }
         } else {
             let mut q = usize::MAX;
             for (finder, next) in compiled.finders.iter().zip(next_key.iter_mut()) {
