@@ -165,6 +165,31 @@ pub struct RunOptions {
     /// Give COMMAND pipes instead of a pseudo-terminal when envrun's stdout is a terminal
     #[arg(long, env = "ENVRUN_NO_PTY", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
     pub no_pty: bool,
+
+    /// Resolve every reference again every DURATION while COMMAND runs (e.g. 30s, 5m), and
+    /// act on a changed value as --on-change says. envrun stays as COMMAND's parent
+    #[arg(long, env = "ENVRUN_WATCH", value_name = "DURATION", value_parser = parse_timeout, help_heading = "Live secrets")]
+    pub watch: Option<std::time::Duration>,
+
+    /// A SIGHUP sent to envrun resolves every reference again at once, as a --watch tick
+    /// does, instead of being passed on to COMMAND
+    #[arg(long, env = "ENVRUN_RELOAD_ON_HUP", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true", help_heading = "Live secrets")]
+    pub reload_on_hup: bool,
+
+    /// What a changed value does: `restart` stops COMMAND and starts it again with the new
+    /// environment; `signal:SIGNAL` sends SIGNAL to COMMAND after giving its as_file:
+    /// variables the new content; `exit` stops COMMAND and exits 75 [default: restart]
+    #[arg(long, env = "ENVRUN_ON_CHANGE", value_name = "ACTION", value_parser = crate::watch::parse_on_change, help_heading = "Live secrets")]
+    pub on_change: Option<crate::watch::OnChange>,
+
+    /// The signal that stops COMMAND for a restart or an exit [default: SIGTERM]
+    #[arg(long, env = "ENVRUN_STOP_SIGNAL", value_name = "SIGNAL", value_parser = crate::watch::parse_signal, help_heading = "Live secrets")]
+    pub stop_signal: Option<i32>,
+
+    /// How long COMMAND may take to exit after the stop signal before envrun sends SIGKILL
+    /// [default: 10s]
+    #[arg(long, env = "ENVRUN_STOP_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout, help_heading = "Live secrets")]
+    pub stop_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

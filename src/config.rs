@@ -44,6 +44,12 @@ pub struct RunConfig {
     /// Whether the command may get a pseudo-terminal (`--no-pty` turns it off).
     pub pty: bool,
     pub scrub: ScrubOptions,
+    /// Variables whose value the command gets as a file (`as_file:`), by name.
+    pub files: BTreeSet<String>,
+    /// How long one resolution may take (each reload gets a fresh deadline).
+    pub timeout: std::time::Duration,
+    /// `--watch` / `--reload-on-hup` / `watch:`; `None` when nothing is watched.
+    pub watch: Option<crate::watch::Settings>,
 }
 
 impl RunConfig {
@@ -57,12 +63,16 @@ impl RunConfig {
             .collect();
         let mut requests = Vec::new();
         let mut shadowed = Vec::new();
+        let mut files = manifest.as_file.clone();
         if !args.no_inherit_refs && !args.clean_env {
             let sets = |name: &str| manifest.environment.iter().any(|(n, _)| n == name);
-            for (name, parts) in resolve::inherited_requests(&environment)? {
+            for ((name, parts), as_file) in resolve::inherited_requests(&environment)? {
                 if sets(&name) {
                     shadowed.push(name);
                 } else {
+                    if as_file {
+                        files.insert(name.clone());
+                    }
                     requests.push((name, parts));
                 }
             }
@@ -92,8 +102,19 @@ impl RunConfig {
             tenant,
             deadline: std::time::Instant::now() + timeout,
         };
+        let watch = crate::watch::Partial {
+            interval: args.watch,
+            reload_on_hup: args.reload_on_hup.then_some(true),
+            on_change: args.on_change,
+            stop_signal: args.stop_signal,
+            stop_timeout: args.stop_timeout,
+        }
+        .over(manifest.watch);
         Ok(RunConfig {
             argv: command,
+            files,
+            timeout,
+            watch,
             manifest,
             ctx,
             requests,

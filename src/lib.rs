@@ -40,6 +40,8 @@ pub mod store;
 pub mod timeout;
 #[forbid(unsafe_code)]
 pub mod ui;
+#[forbid(unsafe_code)]
+pub mod watch;
 pub mod wipe_alloc;
 
 /// Every heap block is wiped before it is freed (see [`wipe_alloc`]).
@@ -47,6 +49,7 @@ pub mod wipe_alloc;
 static ALLOCATOR: wipe_alloc::Wiping = wipe_alloc::Wiping;
 
 use std::ffi::OsString;
+use std::sync::Arc;
 
 use clap::error::ErrorKind;
 
@@ -244,7 +247,10 @@ fn run_command(
     let described: Vec<(String, String)> = outcome
         .vars
         .iter()
-        .map(|v| (v.name.clone(), v.describe()))
+        .map(|v| match config.files.contains(&v.name) {
+            true => (v.name.clone(), format!("as_file: {}", v.describe())),
+            false => (v.name.clone(), v.describe()),
+        })
         .collect();
     let audit = audit.map(|mut a| {
         a.variables = outcome
@@ -260,31 +266,76 @@ fn run_command(
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
     let removed: Vec<String> = resolved.consumed.iter().cloned().collect();
-    let mut env = RunConfig::child_env(config.inherited, &resolved.consumed, resolved.vars);
-    env.extend(
-        extra
+    let RunConfig {
+        argv,
+        manifest,
+        ctx,
+        requests,
+        inherited,
+        mask,
+        pty,
+        scrub,
+        files,
+        timeout,
+        watch,
+        ..
+    } = config;
+    let source = Arc::new(Source {
+        manifest,
+        requests,
+        base_dir: ctx.base_dir,
+        tenant: ctx.tenant,
+        timeout,
+        inherited,
+        files,
+        extra: extra
             .iter()
-            .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    });
+    // With `on_change: signal` envrun rewrites the files in place; otherwise they are sealed.
+    let seal = !matches!(
+        watch.map(|w| w.on_change),
+        Some(crate::watch::OnChange::Signal(_))
     );
     // A value the kernel would refuse fails here, before any mask is built.
-    if let Err(e) = launch::EnvBlock::check(&env) {
-        return Err(not_started(audit.as_ref(), e));
-    }
-    let scrubber = match launch::scrubber(&resolved.masks, &config.scrub, config.mask) {
+    let generation = match source.prepare(resolved, seal) {
+        Ok(g) => g,
+        Err(e) => return Err(not_started(audit.as_ref(), e)),
+    };
+    let scrubber = match launch::scrubber(&generation.masks, &scrub, mask) {
         Ok(s) => s,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
-    drop(resolved.masks);
-    let mut plan = launch::Plan {
-        argv: config.argv,
+    let launch::Generation {
         env,
+        files,
+        values,
+        masks,
+    } = generation;
+    let watch = watch.map(|settings| {
+        let (resolving, preparing) = (Arc::clone(&source), Arc::clone(&source));
+        launch::Watch {
+            settings,
+            resolve: Arc::new(move || resolving.resolve()),
+            prepare: Box::new(move |resolved, seal| preparing.prepare(resolved, seal)),
+            values,
+            masks,
+            scrub: scrub.clone(),
+        }
+    });
+    let mut plan = launch::Plan {
+        argv,
+        env,
+        files,
         scrubber,
-        mask: config.mask,
-        pty: config.pty,
+        mask,
+        pty,
         on_exit: None,
+        watch,
     };
     if dry_run {
-        return commands::dry_run::print(&plan, &described, &removed, &config.manifest);
+        return commands::dry_run::print(&plan, &described, &removed, &source.manifest);
     }
     if let Some(a) = audit {
         if plan.supervised() {
@@ -308,6 +359,91 @@ fn run_command(
         }
     }
     launch::launch(plan)
+}
+
+/// Everything a resolution needs, kept for the reloads of watch mode: each resolves every
+/// reference again exactly as the first one did ([`Source::resolve`]) and makes the result
+/// ready to run the same way ([`Source::prepare`]).
+struct Source {
+    manifest: manifest::Manifest,
+    requests: Vec<resolve::Request>,
+    base_dir: std::path::PathBuf,
+    tenant: Option<String>,
+    /// Each resolution gets this long from its start.
+    timeout: std::time::Duration,
+    /// envrun's environment as the command inherits it (see [`RunConfig::inherited`]).
+    inherited: Vec<(OsString, secret::Secret)>,
+    /// Variables the command gets as in-memory files (`as_file:`).
+    files: std::collections::BTreeSet<String>,
+    /// Added last (`ENVRUN_ACTIVE=1` for `envrun shell`).
+    extra: Vec<(String, String)>,
+}
+
+impl Source {
+    /// Resolves every reference again (a reload), with a fresh deadline. What backends warn
+    /// about was said at startup and is not repeated on every reload.
+    fn resolve(&self) -> Result<resolve::Resolved, Error> {
+        let ctx = backend::Context {
+            base_dir: self.base_dir.clone(),
+            tenant: self.tenant.clone(),
+            deadline: std::time::Instant::now() + self.timeout,
+        };
+        let mut warnings = Vec::new();
+        resolve::into_resolved(resolve::resolve_each(
+            &self.manifest,
+            &self.requests,
+            &ctx,
+            false,
+            &mut warnings,
+        ))
+    }
+
+    /// The command's environment for `resolved`: `as_file:` values put in in-memory files
+    /// (sealed when `seal`) and their variables set to the files' paths; checked against the
+    /// kernel's limits.
+    fn prepare(
+        &self,
+        resolved: resolve::Resolved,
+        seal: bool,
+    ) -> Result<launch::Generation, Error> {
+        let resolve::Resolved {
+            vars,
+            masks,
+            consumed,
+        } = resolved;
+        let values: Vec<(String, secret::Secret)> = vars
+            .iter()
+            .map(|(name, value)| (name.clone(), value.bytes.clone()))
+            .collect();
+        let mut files = Vec::new();
+        let mut set = Vec::with_capacity(vars.len());
+        for (name, value) in vars {
+            if self.files.contains(&name) {
+                let file = launch::MemFile::new(&name, value.bytes.expose(), seal)?;
+                let path = secret::Value {
+                    bytes: secret::Secret::from_slice(file.path().as_bytes()),
+                    sensitive: false,
+                };
+                files.push(file);
+                set.push((name, path));
+            } else {
+                set.push((name, value));
+            }
+        }
+        let mut env = RunConfig::child_env(self.inherited.clone(), &consumed, set);
+        env.extend(
+            self.extra
+                .iter()
+                .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
+        );
+        launch::EnvBlock::check(&env)?;
+        Ok(launch::Generation {
+            env,
+            files,
+            values,
+            masks,
+        })
+    }
 }
 
 /// Opens the audit log of a run, if the manifest or the command line asks for one.
@@ -347,7 +483,18 @@ fn not_started(audit: Option<&audit::Audit>, err: Error) -> Error {
 /// `envrun export`: the same configuration and resolution, printed instead of run.
 fn export(args: cli::ExportArgs) -> Result<i32, Error> {
     let config = RunConfig::build(args.options.clone(), Vec::new())?;
-    let resolved = resolve::into_resolved(resolve_reporting_warnings(&config, false))?;
+    let mut resolved = resolve::into_resolved(resolve_reporting_warnings(&config, false))?;
+    // An `as_file:` variable is a path to a file that exists only in a command envrun
+    // starts: exporting its value instead would hand a PEM to what expects a path.
+    resolved.vars.retain(|(name, _)| {
+        let file = config.files.contains(name);
+        if file {
+            ui::warn(&format!(
+                "`{name}` is left out: it is an as_file: variable, whose file exists only in a command envrun starts (use `envrun -- COMMAND` or `envrun shell`)"
+            ));
+        }
+        !file
+    });
     commands::export::run(&resolved, &args)
 }
 

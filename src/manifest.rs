@@ -31,7 +31,23 @@ struct Raw {
     #[serde(default)]
     rotation: Entries<serde_saphyr::Spanned<String>>,
     audit: Option<AuditConfig>,
+    watch: Option<RawWatch>,
 }
+
+/// `watch:` as written; checked into [`crate::watch::Partial`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    interval: Option<serde_saphyr::Spanned<String>>,
+    on_change: Option<serde_saphyr::Spanned<String>>,
+    reload_on_hup: Option<bool>,
+    stop_signal: Option<serde_saphyr::Spanned<String>>,
+    stop_timeout: Option<serde_saphyr::Spanned<String>>,
+}
+
+/// The prefix that puts a variable's value in an in-memory file and sets the variable to
+/// its path (`GOOGLE_APPLICATION_CREDENTIALS: as_file:secret:gcp-sa`).
+pub const AS_FILE: &str = "as_file:";
 
 /// The entries of a YAML mapping in the order written, repeated keys included, so that a
 /// variable written twice can be reported (by `envrun check`) rather than silently lost.
@@ -131,6 +147,40 @@ pub struct Manifest {
     pub rotation: Vec<Rotation>,
     /// `audit:`, with `path` resolved against the manifest's directory (except `syslog`).
     pub audit: Option<AuditConfig>,
+    /// Variables written `as_file:`: the command gets a path to an in-memory file holding
+    /// the value, not the value.
+    pub as_file: std::collections::BTreeSet<String>,
+    /// `watch:`, each setting as written (the command line may override it).
+    pub watch: crate::watch::Partial,
+}
+
+/// Checks `watch:`; an error names the key, its line and column.
+fn parse_watch(w: RawWatch) -> Result<crate::watch::Partial, String> {
+    use crate::watch;
+    fn field<T>(
+        value: Option<serde_saphyr::Spanned<String>>,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        value
+            .map(|v| {
+                parse(&v.value).map_err(|e| {
+                    format!(
+                        "line {} column {}: watch.{key}: {e}",
+                        v.referenced.line(),
+                        v.referenced.column()
+                    )
+                })
+            })
+            .transpose()
+    }
+    Ok(watch::Partial {
+        interval: field(w.interval, "interval", crate::timeout::parse)?,
+        reload_on_hup: w.reload_on_hup,
+        on_change: field(w.on_change, "on_change", watch::parse_on_change)?,
+        stop_signal: field(w.stop_signal, "stop_signal", watch::parse_signal)?,
+        stop_timeout: field(w.stop_timeout, "stop_timeout", crate::timeout::parse)?,
+    })
 }
 
 impl Manifest {
@@ -186,6 +236,7 @@ impl Manifest {
         };
         let mut environment: Vec<(String, Vec<Part>)> = Vec::with_capacity(raw.environment.0.len());
         let mut lines: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
+        let mut as_file = std::collections::BTreeSet::new();
         for (key, value) in raw.environment.0 {
             let name = key.value;
             let at = format!(
@@ -203,8 +254,17 @@ impl Manifest {
                     "{at}: `{name}` is not a valid environment variable name"
                 )));
             }
-            let parts = reference::parse_value(&value.value)
+            let (text, file) = match value.value.strip_prefix(AS_FILE) {
+                Some(rest) => (rest, true),
+                None => (value.value.as_str(), false),
+            };
+            let parts = reference::parse_value(text)
                 .map_err(|e| bad(format!("{at}: environment.{name}: {e}")))?;
+            if file {
+                as_file.insert(name.clone());
+            } else {
+                as_file.remove(&name);
+            }
             // The last definition wins, as in YAML tools that accept repeated keys.
             environment.retain(|(n, _)| *n != name);
             environment.push((name, parts));
@@ -292,6 +352,10 @@ impl Manifest {
             })?),
             None => None,
         };
+        let watch = match raw.watch {
+            Some(w) => parse_watch(w).map_err(bad)?,
+            None => crate::watch::Partial::default(),
+        };
         Ok(Manifest {
             path: Some(path.to_owned()),
             base_dir,
@@ -304,6 +368,8 @@ impl Manifest {
             duplicates,
             rotation,
             audit,
+            as_file,
+            watch,
         })
     }
 

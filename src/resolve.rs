@@ -635,18 +635,22 @@ fn join(pieces: &[Value]) -> Value {
 
 /// Finds references in envrun's inherited environment: only whole `secret:` / `secret@`
 /// values count (`env:` and `file:` are left alone there: `DATABASE_URL=file:./dev.db` is a
-/// common literal).
-pub fn inherited_requests(env: &[(OsString, Secret)]) -> Result<Vec<Request>, Error> {
+/// common literal). `as_file:secret:...` asks for the value as a file; the flag says so.
+pub fn inherited_requests(env: &[(OsString, Secret)]) -> Result<Vec<(Request, bool)>, Error> {
     let mut out = Vec::new();
     for (name, value) in env {
         let (Some(name), Ok(value)) = (name.to_str(), std::str::from_utf8(value.expose())) else {
             continue;
         };
+        let (value, as_file) = match value.strip_prefix(crate::manifest::AS_FILE) {
+            Some(rest) => (rest, true),
+            None => (value, false),
+        };
         if !(value.starts_with("secret:") || value.starts_with("secret@")) {
             continue;
         }
         match crate::reference::parse_reference(value) {
-            Some(Ok(r)) => out.push((name.to_owned(), vec![Part::Ref(r)])),
+            Some(Ok(r)) => out.push(((name.to_owned(), vec![Part::Ref(r)]), as_file)),
             Some(Err(e)) => {
                 return Err(Error::Resolve {
                     failures: vec![Failure {

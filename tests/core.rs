@@ -238,7 +238,7 @@ fn malformed_yaml_reports_line_and_column() {
         .stderr_has("envrun.yaml");
     let t = Test::new().manifest("environment:\n  A: b\nenviron: {}\n");
     t.run(&["--", "true"]).status(125).stderr_has(
-        "line 3 column 1: unknown key `environ` at the top level; did you mean `environment`? (allowed here: tenant, timeout, secrets, backends, environment, rotation, audit)",
+        "line 3 column 1: unknown key `environ` at the top level; did you mean `environment`? (allowed here: tenant, timeout, secrets, backends, environment, rotation, audit, watch)",
     );
     let t = Test::new().manifest("secrets:\n  type: local\n  pth: x\n");
     t.run(&["--", "true"])

@@ -95,6 +95,11 @@ pub fn run(args: CheckArgs) -> Result<i32, Error> {
             dry_run: false,
             audit_log: None,
             no_pty: true,
+            watch: None,
+            reload_on_hup: false,
+            on_change: None,
+            stop_signal: None,
+            stop_timeout: None,
         },
         Vec::new(),
     )?;
@@ -241,7 +246,11 @@ fn check_var(
             hint,
         });
     };
-    let source = var.describe();
+    let source = match manifest.as_file.contains(name) {
+        // The command gets a path to an in-memory file holding the value.
+        true => format!("as_file: {}", var.describe()),
+        false => var.describe(),
+    };
     let mut report = VarReport {
         name: name.clone(),
         source,

@@ -41,6 +41,9 @@ pub fn print(
             "exec (no secret value to mask: envrun is replaced by the command)"
         }
     ));
+    if let Some(w) = plan.watch.as_ref().map(|w| &w.settings) {
+        out.push_str(&format!("watch: {}\n", describe_watch(w)));
+    }
     let width = vars.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     out.push_str(&format!("variables set ({}):\n", vars.len()));
     for (name, from) in vars {
@@ -74,6 +77,27 @@ fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", ui::sanitize(&arg.replace('\'', r"'\''")))
     }
+}
+
+/// `every 5m and on SIGHUP; on a change: restart (SIGTERM, then SIGKILL after 10s)`.
+fn describe_watch(w: &crate::watch::Settings) -> String {
+    use crate::watch::{OnChange, signal_name};
+    let when = match (w.interval, w.reload_on_hup) {
+        (Some(i), true) => format!("every {} and on SIGHUP", humantime::format_duration(i)),
+        (Some(i), false) => format!("every {}", humantime::format_duration(i)),
+        (None, _) => String::from("on SIGHUP"),
+    };
+    let stop = format!(
+        "{}, then SIGKILL after {}",
+        signal_name(w.stop_signal),
+        humantime::format_duration(w.stop_timeout)
+    );
+    let action = match w.on_change {
+        OnChange::Restart => format!("restart ({stop})"),
+        OnChange::Signal(s) => format!("send {}", signal_name(s)),
+        OnChange::Exit => format!("stop ({stop}) and exit {}", crate::watch::EXIT_CHANGED),
+    };
+    format!("{when}; on a change: {action}")
 }
 
 #[cfg(test)]

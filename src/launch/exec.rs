@@ -129,12 +129,17 @@ fn interpreter(head: &[u8]) -> Option<(String, bool)> {
 }
 
 /// Replaces this process with `argv`; returns the error if that is impossible.
-pub fn exec(argv: &[OsString], env: &EnvBlock) -> Error {
+pub fn exec(argv: &[OsString], env: &EnvBlock, files: &[super::MemFile]) -> Error {
     let program = match Program::prepare(argv, env) {
         Ok(p) => p,
         Err(e) => return e,
     };
     let envp = env.as_cstrs();
+    // The command keeps the `as_file:` files across the exec; nothing else is inherited.
+    let fds: Vec<_> = files.iter().map(std::os::fd::AsFd::as_fd).collect();
+    if let Err(e) = super::memfile::inherit(&fds) {
+        return Error::io("fcntl(F_SETFD) on an as_file: file", e.into());
+    }
     super::signals::default_sigpipe();
     let errno = match nix::unistd::execve(&program.path, &program.args, &envp) {
         Err(e) => e,

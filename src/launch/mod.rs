@@ -18,6 +18,10 @@ mod env_block;
 #[forbid(unsafe_code)]
 mod exec;
 #[forbid(unsafe_code)]
+mod live;
+#[forbid(unsafe_code)]
+mod memfile;
+#[forbid(unsafe_code)]
 mod pty;
 #[forbid(unsafe_code)]
 mod pump;
@@ -40,6 +44,7 @@ use crate::scrub::{ScrubOptions, Scrubber};
 use crate::secret::Secret;
 
 pub use env_block::EnvBlock;
+pub use memfile::MemFile;
 
 /// What to run and with what environment.
 pub struct Plan {
@@ -47,6 +52,8 @@ pub struct Plan {
     pub argv: Vec<OsString>,
     /// The child's whole environment, in order; later entries win over earlier ones.
     pub env: Vec<(OsString, Secret)>,
+    /// The in-memory files of `as_file:` variables, which the child inherits.
+    pub files: Vec<MemFile>,
     /// The compiled secret values, `None` when no value is secret (see [`scrubber`]).
     pub scrubber: Option<Arc<Scrubber>>,
     /// Whether the child's output is masked (false with `--no-mask`).
@@ -56,6 +63,38 @@ pub struct Plan {
     /// Called with how the child ended, in supervise mode, before envrun ends the same way
     /// (the audit log records it here: after a signal death envrun re-raises the signal).
     pub on_exit: Option<OnExit>,
+    /// Watch mode: re-resolve and act on changes while the child runs.
+    pub watch: Option<Watch>,
+}
+
+/// One resolution made ready to run: what the child gets, and the values behind it.
+pub struct Generation {
+    /// The child's whole environment (`as_file:` variables hold their files' paths).
+    pub env: Vec<(OsString, Secret)>,
+    pub files: Vec<MemFile>,
+    /// Each variable's resolved value (a file's content, not its path), to compare with
+    /// the next resolution.
+    pub values: Vec<(String, Secret)>,
+    /// The values to mask, with the variable each belongs to.
+    pub masks: Vec<(String, Secret)>,
+}
+
+/// Resolves every reference again, as at startup: called on a thread of its own.
+pub type Resolve = Arc<dyn Fn() -> Result<crate::resolve::Resolved, Error> + Send + Sync>;
+
+/// Makes a resolution ready to run, as at startup; `true`: seal the files.
+pub type Prepare = Box<dyn Fn(crate::resolve::Resolved, bool) -> Result<Generation, Error>>;
+
+/// What watch mode needs besides the plan (see [`crate::watch`]).
+pub struct Watch {
+    pub settings: crate::watch::Settings,
+    pub resolve: Resolve,
+    pub prepare: Prepare,
+    /// The values the child was started with ([`Generation::values`]).
+    pub values: Vec<(String, Secret)>,
+    /// The values masked so far ([`Generation::masks`]); reloads add to them.
+    pub masks: Vec<(String, Secret)>,
+    pub scrub: ScrubOptions,
 }
 
 /// See [`Plan::on_exit`].
@@ -84,13 +123,14 @@ enum Mode {
 
 impl Mode {
     /// The one place the mode is chosen: supervise when there is a secret to mask and
-    /// masking is on, or when envrun is PID 1; exec otherwise. A value too short to mask
+    /// masking is on, when envrun is PID 1, or when it watches; exec otherwise. A value too short to mask
     /// still counts (it is reported instead): whether envrun stays must not depend on how
     /// long a secret happens to be.
     fn of(plan: &Plan, pid_1: bool) -> Mode {
         match &plan.scrubber {
             Some(s) if plan.mask => Mode::Supervise(Some(Arc::clone(s))),
-            _ if pid_1 => Mode::Supervise(None),
+            // Watching needs a parent that stays.
+            _ if pid_1 || plan.watch.is_some() => Mode::Supervise(None),
             _ => Mode::Exec,
         }
     }
@@ -181,10 +221,18 @@ pub fn launch(plan: Plan) -> Result<i32, Error> {
     let block = EnvBlock::build(&plan.env)?;
     drop(plan.env);
     match mode {
-        Mode::Exec => Err(exec::exec(&plan.argv, &block)),
+        Mode::Exec => Err(exec::exec(&plan.argv, &block, &plan.files)),
         Mode::Supervise(scrubber) => {
             let stdio = ChildStdio::of(scrubber.is_some(), plan.pty);
-            supervise::supervise(&plan.argv, block, scrubber.as_ref(), stdio, plan.on_exit)
+            supervise::supervise(supervise::Start {
+                argv: plan.argv,
+                env: block,
+                files: plan.files,
+                scrubber,
+                stdio,
+                on_exit: plan.on_exit,
+                watch: plan.watch,
+            })
         }
     }
 }

@@ -21,7 +21,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -102,24 +103,58 @@ pub struct Pump {
     pub done: OwnedFd,
 }
 
+/// The scrubber the pump masks with, which a reload (watch mode) replaces with one that
+/// also holds the new values. Each stream looks after every read whether it changed, so a
+/// byte written after [`Masks::replace`] returned (by a child started or signalled after it)
+/// is always masked with the new values.
+pub struct Masks {
+    current: Mutex<Arc<Scrubber>>,
+    generation: AtomicU64,
+}
+
+impl Masks {
+    pub fn new(scrubber: &Arc<Scrubber>) -> Arc<Masks> {
+        Arc::new(Masks {
+            current: Mutex::new(Arc::clone(scrubber)),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// From now on, streams mask with `scrubber` (see [`ScrubStream::switch`] for what it
+    /// must hold).
+    pub fn replace(&self, scrubber: Arc<Scrubber>) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = scrubber;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn current(&self) -> (u64, Arc<Scrubber>) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (self.generation.load(Ordering::SeqCst), Arc::clone(&current))
+    }
+}
+
 /// Starts the pump thread. It stops when every output is at end of file, or
 /// [`DRAIN_GRACE`] after `exited` becomes readable (its write end is closed when the child
 /// has exited).
 pub fn start(
     outputs: Vec<Output>,
     input: Option<Input>,
-    scrubber: &Arc<Scrubber>,
+    masks: &Arc<Masks>,
     exited: OwnedFd,
 ) -> Result<Pump, Error> {
+    let (generation, scrubber) = masks.current();
     let streams: Vec<Stream> = outputs
         .into_iter()
         .map(|o| Stream {
             from: Some(o.from),
             to: o.to,
             scrub: scrubber.stream(),
+            generation,
             last_data: Instant::now(),
         })
         .collect();
+    let masks = Arc::clone(masks);
     let relay = input.map(|i| Relay {
         from: Some(i.from),
         to: i.to,
@@ -129,7 +164,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name(String::from("envrun-pump"))
         .spawn(move || {
-            let report = run(streams, relay, exited);
+            let report = run(streams, relay, exited, &masks);
             drop(done_w);
             report
         })
@@ -145,6 +180,8 @@ struct Stream {
     from: Option<OwnedFd>,
     to: Sink,
     scrub: ScrubStream,
+    /// The [`Masks`] generation `scrub` masks with.
+    generation: u64,
     last_data: Instant,
 }
 
@@ -165,7 +202,12 @@ enum Slot {
     KeysOut,
 }
 
-fn run(mut streams: Vec<Stream>, mut relay: Option<Relay>, exited: OwnedFd) -> Report {
+fn run(
+    mut streams: Vec<Stream>,
+    mut relay: Option<Relay>,
+    exited: OwnedFd,
+    masks: &Masks,
+) -> Report {
     let mut report = Report::default();
     let mut buf = Zeroizing::new(vec![0u8; FIRST_CHUNK]);
     let mut out = Zeroizing::new(Vec::with_capacity(FIRST_CHUNK * 2));
@@ -214,7 +256,9 @@ fn run(mut streams: Vec<Stream>, mut relay: Option<Relay>, exited: OwnedFd) -> R
         drop(fds);
         for slot in ready {
             match slot {
-                Slot::Output(i) => pump_once(&mut streams[i], &mut buf, &mut out, &mut report),
+                Slot::Output(i) => {
+                    pump_once(&mut streams[i], masks, &mut buf, &mut out, &mut report)
+                }
                 Slot::Exited => deadline = Some(Instant::now() + DRAIN_GRACE),
                 Slot::Keys => read_keys(relay.as_mut().expect("polled")),
                 Slot::KeysOut => write_keys(&mut relay),
@@ -254,7 +298,13 @@ fn next_timeout(streams: &[Stream], deadline: Option<Instant>, now: Instant) -> 
 }
 
 /// Reads once from a ready stream and writes what the scrubber lets through.
-fn pump_once(s: &mut Stream, buf: &mut Zeroizing<Vec<u8>>, out: &mut Vec<u8>, report: &mut Report) {
+fn pump_once(
+    s: &mut Stream,
+    masks: &Masks,
+    buf: &mut Zeroizing<Vec<u8>>,
+    out: &mut Vec<u8>,
+    report: &mut Report,
+) {
     let Some(from) = s.from.as_ref() else {
         return;
     };
@@ -266,6 +316,13 @@ fn pump_once(s: &mut Stream, buf: &mut Zeroizing<Vec<u8>>, out: &mut Vec<u8>, re
         Err(_) => 0,
     };
     out.clear();
+    // After the read: bytes a child wrote after a reload's `replace` are in this read or a
+    // later one, never in an earlier one.
+    if masks.generation.load(Ordering::SeqCst) != s.generation {
+        let (generation, scrubber) = masks.current();
+        s.scrub.switch(&scrubber, out);
+        s.generation = generation;
+    }
     if n == 0 {
         s.scrub.flush(out);
         s.from = None;

@@ -140,6 +140,14 @@ pub struct Received {
     pub pid: i32,
 }
 
+impl Received {
+    /// Whether another process sent it (`kill`, `sigqueue`, `tgkill`), not the kernel
+    /// (a terminal's hangup) nor envrun itself.
+    pub fn sent_by_another_process(&self, own_pid: Pid) -> bool {
+        matches!(self.code, SI_USER | SI_QUEUE | SI_TKILL) && self.pid != own_pid.as_raw()
+    }
+}
+
 /// Decides what a received signal means; `child_in_our_group` is asked only for a
 /// terminal signal.
 pub fn classify(
@@ -153,8 +161,7 @@ pub fn classify(
     }
     let from_process = matches!(info.code, SI_USER | SI_QUEUE | SI_TKILL);
     // A sender outside envrun's PID namespace shows as pid 0.
-    let from_another = from_process && info.pid != own_pid.as_raw();
-    if from_another {
+    if info.sent_by_another_process(own_pid) {
         return Action::Forward(signo);
     }
     if FAULTS.iter().any(|s| *s as i32 == signo) {
@@ -211,7 +218,7 @@ mod tests {
     const KERNEL: i32 = 0x80;
 
     #[test]
-    fn kill_from_another_process_is_forwarded() {
+    fn kill_sent_by_another_process_is_forwarded() {
         let i = info(Signal::SIGTERM, SI_USER, 7);
         assert_eq!(
             classify(&i, Pid::from_raw(ME), || true),

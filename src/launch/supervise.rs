@@ -19,7 +19,7 @@
 //! syscalls ([`super::sys`]).
 
 use std::ffi::{CStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use nix::sys::signalfd::SignalFd;
 use nix::unistd::{ForkResult, Pid, getpgid, getpgrp, getpid, getppid};
 
 use super::exec::Program;
+use super::live::{self, Live};
+use super::memfile::MemFile;
 use super::pty::{self, Terminal};
 use super::pump::{self, Input, Output, Pump, Report, Sink};
 use super::signals::{self, Action, Received};
@@ -38,6 +40,7 @@ use super::sys::{self, CArray};
 use super::{ChildStdio, EnvBlock};
 use crate::error::{EXIT_ENVRUN, Error};
 use crate::scrub::Scrubber;
+use crate::watch;
 
 /// After a request to stop (`SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`) and the child's exit,
 /// how long envrun keeps writing the child's last output to a reader that does not take it.
@@ -63,17 +66,44 @@ pub enum Status {
     Signaled(i32),
 }
 
+/// What [`supervise`] runs.
+pub struct Start {
+    pub argv: Vec<OsString>,
+    /// The child's whole environment.
+    pub env: EnvBlock,
+    /// `as_file:` files the child inherits.
+    pub files: Vec<MemFile>,
+    /// Masks the child's output when given; without, the child has envrun's stdio.
+    pub scrubber: Option<Arc<Scrubber>>,
+    pub stdio: ChildStdio,
+    pub on_exit: Option<super::OnExit>,
+    pub watch: Option<super::Watch>,
+}
+
+/// How the wait for the child ended.
+struct Ended {
+    /// The last child's status.
+    status: Status,
+    /// `on_change: exit` stopped it: envrun exits [`watch::EXIT_CHANGED`].
+    changed: bool,
+}
+
 /// Runs `argv` as a supervised child with `env` as its whole environment, and returns the
 /// exit status for envrun (after death by signal N, envrun first tries to die by N itself).
 /// With a scrubber the child's output is masked; without, the child has envrun's stdio.
-pub fn supervise(
-    argv: &[OsString],
-    env: EnvBlock,
-    scrubber: Option<&Arc<Scrubber>>,
-    stdio: ChildStdio,
-    on_exit: Option<super::OnExit>,
-) -> Result<i32, Error> {
-    let command = Program::prepare(argv, &env)?;
+/// In watch mode the child may be replaced by a new one (see [`super::live`]); the status
+/// is the last child's.
+pub fn supervise(start: Start) -> Result<i32, Error> {
+    let Start {
+        argv,
+        env,
+        files,
+        scrubber,
+        stdio,
+        on_exit,
+        watch,
+    } = start;
+    let command = Program::prepare(&argv, &env)?;
     super::threads::ensure_single()?;
     let blocked = signals::block()?;
     signals::default_sigchld();
@@ -86,34 +116,59 @@ pub fn supervise(
         terminal,
         master,
     } = make_stdio(stdio)?;
-    let child = spawn(&command, &env, &blocked.original, child_fds)?;
+    // Watching: envrun keeps copies of the child's ends for the next child, so the pump
+    // sees one output across restarts.
+    let kept = match &watch {
+        Some(_) => Some(child_fds.try_clone()?),
+        None => None,
+    };
+    let child = spawn(&command, &env, &blocked.original, child_fds, &files)?;
     // The child has its own copy now; this was the last one in envrun.
     drop(env);
+    let masks = scrubber.as_ref().map(pump::Masks::new);
+    let live = match watch {
+        Some(w) => Some(Live::new(w, argv, masks.clone(), files)),
+        // The child has the files; envrun needs them no more.
+        None => {
+            drop(files);
+            None
+        }
+    };
     let mut run = Run {
         sfd,
         child,
         terminal,
         master,
         stop_requested: false,
+        live,
+        kept,
+        original_mask: blocked.original,
     };
     run.resume_terminal();
     let (exited_r, exited_w) = pipe()?;
-    let pump = match scrubber {
-        Some(s) if !outputs.is_empty() => Some(pump::start(outputs, input, s, exited_r)?),
+    let pump = match &masks {
+        Some(m) if !outputs.is_empty() => Some(pump::start(outputs, input, m, exited_r)?),
         _ => None,
     };
-    let status = run.wait_for_child()?;
+    let ended = run.wait_for_child()?;
+    // The last child is gone: without envrun's copies of its ends the pump sees the end of
+    // its output.
+    run.kept = None;
+    if let Some(live) = run.live.as_mut() {
+        live.files.clear();
+    }
     drop(exited_w);
     let finished = run.finish(pump)?;
     run.restore_terminal();
     // The audit log records how the child ended, before envrun ends the same way.
     if let Some(f) = on_exit {
-        f(status);
+        f(ended.status);
     }
     match finished {
         // The output is incomplete: whatever the child says, this run did not succeed.
         Finished::Written(report) if report.write_failed => Ok(EXIT_ENVRUN),
-        Finished::Written(_) | Finished::Cut => Ok(end_like(status)),
+        Finished::Written(_) | Finished::Cut if ended.changed => Ok(watch::EXIT_CHANGED),
+        Finished::Written(_) | Finished::Cut => Ok(end_like(ended.status)),
         // Told to stop while still writing the dead child's output: end as told.
         Finished::Stopped(signo) => Ok(end_like(Status::Signaled(signo))),
     }
@@ -137,6 +192,21 @@ fn become_subreaper() {
 struct ChildFds {
     stdio: [Option<OwnedFd>; 3],
     session: bool,
+}
+
+impl ChildFds {
+    fn try_clone(&self) -> Result<ChildFds, Error> {
+        let mut stdio = [None, None, None];
+        for (copy, fd) in stdio.iter_mut().zip(&self.stdio) {
+            if let Some(fd) = fd {
+                *copy = Some(dup(fd)?);
+            }
+        }
+        Ok(ChildFds {
+            stdio,
+            session: self.session,
+        })
+    }
 }
 
 /// What [`make_stdio`] makes.
@@ -268,9 +338,11 @@ fn spawn(
     env: &EnvBlock,
     original_mask: &SigSet,
     fds: ChildFds,
+    files: &[MemFile],
 ) -> Result<Pid, Error> {
     let argv = CArray::new(command.args.iter().map(|a| a.as_c_str()));
     let envp = CArray::new(env.as_cstrs());
+    let files: Vec<BorrowedFd<'_>> = files.iter().map(AsFd::as_fd).collect();
     let (report_r, report_w) = pipe()?;
     let parent = getpid();
     match sys::fork() {
@@ -282,6 +354,7 @@ fn spawn(
                 envp: &envp,
                 mask: original_mask,
                 fds: &fds,
+                files: &files,
                 report: &report_w,
             };
             exec_child(&setup)
@@ -325,6 +398,8 @@ struct ChildSetup<'a> {
     envp: &'a CArray<'a>,
     mask: &'a SigSet,
     fds: &'a ChildFds,
+    /// `as_file:` files, kept across the exec.
+    files: &'a [BorrowedFd<'a>],
     report: &'a OwnedFd,
 }
 
@@ -368,6 +443,9 @@ fn exec_child(s: &ChildSetup) -> ! {
     }
     // The mask envrun started with, as in exec mode. std ignores SIGPIPE in every Rust
     // program; the child gets the default back (as `std::process::Command` does).
+    if let Err(e) = super::memfile::inherit(s.files) {
+        fail(e);
+    }
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(s.mask), None) {
         fail(e);
     }
@@ -391,25 +469,123 @@ struct Run {
     master: Option<OwnedFd>,
     /// A signal asking to stop has arrived: the final drain is bounded ([`STOP_GRACE`]).
     stop_requested: bool,
+    /// Watch mode's state.
+    live: Option<Live>,
+    /// Watch mode: envrun's copies of the child's fds 0/1/2, for the next child.
+    kept: Option<ChildFds>,
+    /// The signal mask envrun started with, which every child gets.
+    original_mask: SigSet,
 }
 
 impl Run {
-    /// The main loop: forward signals, reap zombies, until the child has exited.
-    fn wait_for_child(&mut self) -> Result<Status, Error> {
+    /// The main loop: forward signals, reap zombies, and in watch mode reload and replace
+    /// the child, until the (last) child has exited.
+    fn wait_for_child(&mut self) -> Result<Ended, Error> {
         let me = getpid();
-        let child = self.child;
         loop {
-            let received = signals::next(&self.sfd)?;
-            self.on_any(&received);
-            match signals::classify(&received, me, || child_in_our_group(child)) {
-                Action::Reap => {
-                    if let Some(status) = self.reap()? {
-                        return Ok(status);
-                    }
+            let timeout = self
+                .live
+                .as_ref()
+                .map_or(PollTimeout::NONE, |l| l.timeout(Instant::now()));
+            let (signalled, reloaded) = {
+                let mut fds = vec![PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN)];
+                if let Some(done) = self.live.as_ref().and_then(Live::worker_done) {
+                    fds.push(PollFd::new(done, PollFlags::POLLIN));
                 }
-                Action::Forward(signo) => forward(child, signo),
-                Action::Drop => {}
-                Action::Fatal(signo) => self.die(signo),
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => return Err(Error::io("poll", e.into())),
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), fds.get(1).is_some_and(ready))
+            };
+            if signalled {
+                let received = signals::next(&self.sfd)?;
+                if let Some(ended) = self.on_signal(&received, me)? {
+                    return Ok(ended);
+                }
+            }
+            if reloaded && let Some(live) = self.live.as_mut() {
+                match live.reloaded(self.stop_requested)? {
+                    live::Act::Signal(signo) => forward(self.child, signo),
+                    live::Act::Nothing => {}
+                }
+            }
+            if let Some(live) = self.live.as_mut()
+                && live.on_time(Instant::now())?
+            {
+                // It did not stop within --stop-timeout.
+                forward(self.child, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// One signal: forward it, reap, or (watch mode) reload. Returns how the wait ended
+    /// once the last child has exited.
+    fn on_signal(&mut self, received: &Received, me: Pid) -> Result<Option<Ended>, Error> {
+        if received.signo == libc::SIGHUP
+            && received.sent_by_another_process(me)
+            && let Some(live) = self.live.as_mut()
+            && live.settings().reload_on_hup
+        {
+            // `--reload-on-hup`: the SIGHUP is for envrun, not passed on.
+            live.request()?;
+            return Ok(None);
+        }
+        self.on_any(received);
+        let child = self.child;
+        match signals::classify(received, me, || child_in_our_group(child)) {
+            Action::Reap => {
+                if let Some(status) = self.reap()? {
+                    return self.after_exit(status);
+                }
+            }
+            Action::Forward(signo) => forward(child, signo),
+            Action::Drop => {}
+            Action::Fatal(signo) => self.die(signo),
+        }
+        Ok(None)
+    }
+
+    /// The child has exited: the wait is over, unless watch mode stopped it to start it
+    /// again (and nobody asked envrun to stop meanwhile).
+    fn after_exit(&mut self, status: Status) -> Result<Option<Ended>, Error> {
+        let stopping = self.live.as_mut().and_then(|l| l.stopping.take());
+        let then = match stopping {
+            None => {
+                return Ok(Some(Ended {
+                    status,
+                    changed: false,
+                }));
+            }
+            Some(s) => s.then,
+        };
+        match then {
+            live::Then::Exit => Ok(Some(Ended {
+                status,
+                changed: true,
+            })),
+            live::Then::Restart { .. } if self.stop_requested => Ok(Some(Ended {
+                status,
+                changed: false,
+            })),
+            live::Then::Restart { env, files } => {
+                let live = self.live.as_mut().expect("stopping is watch mode's");
+                let command = Program::prepare(&live.argv, &env)?;
+                let fds = match &self.kept {
+                    Some(k) => k.try_clone()?,
+                    None => ChildFds {
+                        stdio: [None, None, None],
+                        session: false,
+                    },
+                };
+                // Only the pump thread runs beside this one (the reload thread has been
+                // joined); the forked child makes only async-signal-safe calls.
+                self.child = spawn(&command, &env, &self.original_mask, fds, &files)?;
+                drop(env);
+                // The old child's files go; the new child's are kept for the next change.
+                live.files = files;
+                Ok(None)
             }
         }
     }

@@ -296,6 +296,29 @@ impl ScrubStream {
         self.state.write(&ctx, input, out);
     }
 
+    /// Goes on with another scrubber (a reload added values): `to` must hold every value of
+    /// the current one, first and in the same order, as [`Scrubber::new`] of the old
+    /// `(name, value)` list with the new ones appended makes it. The held-back bytes are
+    /// scanned again with `to`, so an occurrence of an old or a new value that began before
+    /// the switch is still masked; what becomes final is appended to `out`.
+    pub fn switch(&mut self, to: &Arc<Scrubber>, out: &mut Vec<u8>) {
+        if Arc::ptr_eq(&self.scrubber, to) {
+            return;
+        }
+        let from = std::mem::replace(&mut self.scrubber, Arc::clone(to));
+        if self.state.pending() == 0 || from.is_empty() || !from.is_built() {
+            // Nothing held back (or nothing ever scanned): no state to carry over.
+            self.state = StreamState::default();
+            return;
+        }
+        if to.is_empty() {
+            self.state.flush(&from.ctx(), out);
+            return;
+        }
+        let ctx = to.ctx();
+        self.state.rescan(&ctx, out);
+    }
+
     /// How many bytes are held back because they could begin a secret. When this is
     /// non-zero and the child stays silent, the caller should [`flush`](Self::flush).
     pub fn pending(&self) -> usize {
@@ -998,5 +1021,50 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    /// A reload switches a stream to a scrubber with the old values and new ones, at every
+    /// split point of an old value, a new value, and a base64 form running across it.
+    #[test]
+    fn switching_scrubbers_mid_stream_keeps_old_and_new_values_masked() {
+        let old: &[u8] = b"old-secret-value-1234";
+        let new: &[u8] = b"new-secret-value-5678";
+        let before = scrubber(&[("A", old)], "[A]");
+        let after = scrubber(&[("A", old), ("A", new)], "[A]");
+        let b64 = STANDARD.encode(old);
+        let texts: Vec<Vec<u8>> = vec![
+            [b"x ".as_slice(), old, b" y ", new, b" z"].concat(),
+            [b"line ".as_slice(), b64.as_bytes(), b"\n", new, b"\n"].concat(),
+            [old, old, new].concat(),
+        ];
+        for text in &texts {
+            // The new value reaches the output only after the switch (the child gets it
+            // after the reload): cut anywhere before it, inside the old forms included.
+            let first_new = text.windows(new.len()).position(|w| w == new).unwrap();
+            for cut in 0..=first_new {
+                let mut stream = before.stream();
+                let mut out = Vec::new();
+                stream.write(&text[..cut], &mut out);
+                stream.switch(&after, &mut out);
+                stream.write(&text[cut..], &mut out);
+                stream.flush(&mut out);
+                let shown = String::from_utf8_lossy(&out);
+                for value in [old, new] {
+                    let value = String::from_utf8_lossy(value);
+                    assert!(!shown.contains(&value[..12]), "cut {cut}: {shown}");
+                }
+                assert!(
+                    !shown.contains(&b64[2..b64.len() - 2]),
+                    "cut {cut}: {shown}"
+                );
+            }
+        }
+        // A stream with nothing held back starts afresh with the new scrubber.
+        let mut stream = before.stream();
+        let mut out = Vec::new();
+        stream.switch(&after, &mut out);
+        stream.write(new, &mut out);
+        stream.flush(&mut out);
+        assert_eq!(out, b"[A]");
     }
 }

@@ -156,6 +156,22 @@ impl StreamState {
         self.walks.clear();
     }
 
+    /// Scans the held-back bytes again from their start with another automaton (whose
+    /// masks extend this one's: see `ScrubStream::switch`) and writes out what is final. A
+    /// run whose mask was already written (it began before the held-back bytes) stays
+    /// covered, and an occurrence found again inside or across it joins it.
+    pub fn rescan(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+        let covered = self.regions.first().filter(|r| r.emitted).copied();
+        self.regions.clear();
+        self.walks.clear();
+        self.candidates.clear();
+        self.regions.extend(covered);
+        let hay = std::mem::take(&mut self.buf);
+        let keep = self.process(ctx, &hay, 0, out);
+        self.buf = hay;
+        self.buf.drain(..keep);
+    }
+
     /// Scans `hay[old_len..]` (the new bytes; the rest is the held-back tail, already
     /// scanned), writes out what is final, and returns where the new tail starts.
     fn process(&mut self, ctx: &Ctx<'_>, hay: &[u8], old_len: usize, out: &mut Vec<u8>) -> usize {
