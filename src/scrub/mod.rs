@@ -164,6 +164,10 @@ impl Scrubber {
         let mut masks: Vec<Box<[u8]>> = Vec::new();
         let mut too_short: Vec<String> = Vec::new();
         let mut total = 0usize;
+        // Hash -> the values with it, to find a repeated value without comparing each
+        // with all before it (1,000 secrets would be half a million comparisons).
+        let hasher = std::hash::RandomState::new();
+        let mut seen: std::collections::HashMap<u64, Vec<usize>> = Default::default();
         for (name, value) in secrets {
             let (name, value) = (name.as_ref(), value.as_ref());
             if forms::strip_one_newline(value).len() < min_len {
@@ -172,9 +176,13 @@ impl Scrubber {
                 }
                 continue;
             }
-            if values.iter().any(|v| v.as_slice() == value) {
+            let same_hash = seen
+                .entry(std::hash::BuildHasher::hash_one(&hasher, value))
+                .or_default();
+            if same_hash.iter().any(|&i| values[i].as_slice() == value) {
                 continue;
             }
+            same_hash.push(values.len());
             total += value.len();
             if total > MAX_TOTAL_BYTES {
                 return Err(ScrubError::TooLarge {
