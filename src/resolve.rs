@@ -549,23 +549,26 @@ fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<
                 params: r.params.clone(),
             };
             let backend = fetched.backends[name].as_ref();
-            let label = label(name, backend);
-            let found = match fetched.results.get(&(name.to_owned(), lookup.clone())) {
+            // Only a failure names the backend: no message is made for the usual success.
+            let label = || label(name, backend);
+            let key = (name.to_owned(), lookup);
+            let lookup = &key.1;
+            let found = match fetched.results.get(&key) {
                 Some(Ok(Some(v))) => v,
                 Some(Ok(None)) => {
                     let place = backend
-                        .looked_for(&lookup)
+                        .looked_for(lookup)
                         .map(|p| format!(": {p}"))
                         .unwrap_or_default();
                     return Err(fail(
-                        format!("not found in {label}{place}"),
-                        backend.not_found_hint(&lookup),
+                        format!("not found in {}{place}", label()),
+                        backend.not_found_hint(lookup),
                     ));
                 }
-                Some(Err(e)) => return Err(fail_with(e, &label)),
+                Some(Err(e)) => return Err(fail_with(e, &label())),
                 None => {
                     return Err(match fetched.failed.get(name) {
-                        Some(e) => fail_with(e, &label),
+                        Some(e) => fail_with(e, &label()),
                         None => fail(
                             String::from("was not fetched (a bug in envrun)"),
                             Some(String::from("please report this bug")),
@@ -575,7 +578,7 @@ fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<
             };
             let bytes = found
                 .select(backend, r.field.as_deref())
-                .map_err(|e| fail_with(&e, &label))?;
+                .map_err(|e| fail_with(&e, &label()))?;
             Ok(Value {
                 bytes,
                 sensitive: true,
