@@ -341,11 +341,7 @@ pub struct SecretsArgs {
     pub command: SecretsCommand,
 }
 
-/// Each subcommand's arguments are defined only when it is used (`defer`), so a run does
-/// not pay for building them. None has an `env = ...` of its own ([`ignore_empty_env`]
-/// reaches the global `StoreArgs` before they are copied into each).
 #[derive(Debug, Subcommand)]
-#[command(defer = true)]
 pub enum SecretsCommand {
     /// Create a new key and an empty store (both 0600); refuses to overwrite either
     Init,
@@ -465,12 +461,9 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     crate::timeout::parse(text)
 }
 
-/// The clap command with every subcommand defined (see [`Command`]'s `defer`): for the man
-/// page, completions and messages that look options up.
+/// The clap command, for the man page and completions.
 pub fn command() -> clap::Command {
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    cmd.build();
-    cmd
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Parses the process's command line. An `ENVRUN_*` variable that is set but empty counts
@@ -478,7 +471,7 @@ pub fn command() -> clap::Command {
 /// container or a CI step that blanks a variable must not turn into an error.
 pub fn parse() -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
-    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut cmd = command();
     // Walking the tree costs more than the look at the environment that usually skips it.
     let blank = std::env::vars_os()
         .any(|(k, v)| v.is_empty() && k.as_encoded_bytes().starts_with(b"ENVRUN_"));
