@@ -381,9 +381,9 @@ pub(super) fn next_sampled_hit(
 /// The sampled filter, if every anchor is long enough for a step of 2 or more; the step
 /// shrinks so the filter stays about 6% full at most (false hits cost a window's tests).
 fn build_sampled(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Sampled> {
-    const MAX_STEP: usize = 8;
+    // At most 13: anchors are at most ANCHOR_LEN (16) bytes.
     let shortest = anchors.iter().map(|a| a.len()).min()?;
-    let mut step = (shortest + 1).saturating_sub(GRAM_LEN).min(MAX_STEP);
+    let mut step = (shortest + 1).saturating_sub(GRAM_LEN);
     while step > 1 && anchors.len() * step > (1 << GRAM_BITS) / 16 {
         step -= 1;
     }
