@@ -57,6 +57,18 @@ impl Program {
         Ok(Program { shown, path, args })
     }
 
+    /// Whether `execve` would find the program and may run it (a regular file with execute
+    /// permission), without running it: watch mode checks this before it stops a running
+    /// command for a new one.
+    pub fn check_runnable(&self) -> Result<(), Error> {
+        let path = Path::new(OsStr::from_bytes(self.path.as_bytes()));
+        match nix::unistd::access(path, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if path.is_file() => Ok(()),
+            Ok(()) => Err(self.exec_error(io::Error::from_raw_os_error(libc::EACCES))),
+            Err(e) => Err(self.exec_error(io::Error::from(e))),
+        }
+    }
+
     /// The error for a failed `execve`: 127 when the file is missing, 126 otherwise (a
     /// missing `#!` interpreter included: the command itself was found).
     pub fn exec_error(&self, err: io::Error) -> Error {

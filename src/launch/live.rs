@@ -224,7 +224,7 @@ impl Live {
                 let Generation { env, files, .. } = (self.watch.prepare)(resolved, true)?;
                 let env = EnvBlock::build(&env)?;
                 // A command that would not start leaves the running one alone.
-                super::exec::Program::prepare(&self.argv, &env)?;
+                super::exec::Program::prepare(&self.argv, &env)?.check_runnable()?;
                 Some(Then::Restart { env, files })
             }
             OnChange::Exit | OnChange::Signal(_) => None,

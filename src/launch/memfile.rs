@@ -104,11 +104,7 @@ impl MemFile {
                 e,
             )
         };
-        let old_len = self
-            .file
-            .metadata()
-            .map_err(|e| fail("fstat", e))?
-            .len();
+        let old_len = self.file.metadata().map_err(|e| fail("fstat", e))?.len();
         // A value as long or longer is written over the old one at once (the common case:
         // a rotated token has the same format). A shorter one goes into an emptied file:
         // a reader racing with this then sees nothing or the new value (the kernel grows
