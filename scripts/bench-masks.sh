@@ -3,9 +3,12 @@
 #
 # 1. startup: `envrun -- true` with 100 and 1,000 secrets in the local store, in supervise
 #    mode and with --no-mask, next to the dotenvy CLI with the same values in a .env
-#    (if `dotenvy` is on PATH: cargo install dotenvy --features cli);
-# 2. first output: `envrun -- echo "$S0"` (the automaton is built when the first output
-#    arrives) against `envrun -- true`;
+#    (if `dotenvy` is on PATH: cargo install dotenvy --features cli); BENCH_ROUNDS rounds
+#    of hyperfine (default 5), the median of the rounds' medians, and the load average;
+# 2. first output: `envrun -- sh -c 'echo $S0'` (the automaton is built when the first
+#    output arrives) against `envrun -- true`; and the latency of the first masked line:
+#    the child prints its clock (`date +%s.%N`, run by the shell it starts) and then a
+#    secret, and a reader stamps the arrival of that line;
 # 3. build cost and peak RSS: one 128 KiB value, and 100 values totalling 1 MiB, printed
 #    once (so the automaton is built), against --no-mask (never built);
 # 4. peak RSS supervising 500 MB of log text with 100 secrets.
@@ -47,7 +50,40 @@ rss_kib() { # peak RSS of a command, in KiB
     /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1
 }
 
-echo "## startup (medians)"
+load() { cut -d' ' -f1 /proc/loadavg; }
+
+# Median, over rounds, of each command's median (hyperfine JSON files as arguments).
+median_of_rounds() {
+    python3 - "$@" <<'PY'
+import json, statistics, sys
+rounds = [json.load(open(f))["results"] for f in sys.argv[1:]]
+for i, r in enumerate(rounds[0]):
+    ms = [x[i]["median"] * 1000 for x in rounds]
+    print("| `%s` | %.2f ms | %s |" % (r["command"].split("/")[-1], statistics.median(ms), " ".join("%.2f" % m for m in ms)))
+PY
+}
+
+# The first masked line's latency: the child's clock when it printed, to its arrival here.
+first_line() {
+    python3 - "$envrun" "$1" <<'PY'
+import statistics, subprocess, sys, time
+envrun, rounds = sys.argv[1], int(sys.argv[2])
+lat = []
+for _ in range(rounds):
+    p = subprocess.Popen([envrun, "--", "sh", "-c", 'date +%s.%N; echo "$S0"'], stdout=subprocess.PIPE)
+    line = p.stdout.readline()
+    arrived = time.time()
+    rest = p.stdout.read()
+    p.wait()
+    assert b"***" in rest, "the secret was not masked"
+    lat.append((arrived - float(line)) * 1000)
+print("first masked line after the child's clock: median %.2f ms (min %.2f, max %.2f, %d runs)"
+      % (statistics.median(lat), min(lat), max(lat), rounds))
+PY
+}
+
+rounds=${BENCH_ROUNDS:-5}
+echo "## startup (median of $rounds rounds of hyperfine medians)"
 for n in 100 1000; do
     make_store "$tmp/s$n" "$n"
     cd "$tmp/s$n"
@@ -55,9 +91,17 @@ for n in 100 1000; do
     if command -v dotenvy >/dev/null; then
         cmds+=("dotenvy -f values.env true")
     fi
-    hyperfine -N --warmup 2 --runs "$runs" --export-markdown "$tmp/start$n.md" "${cmds[@]}" >/dev/null
-    echo "### $n secrets"
-    cat "$tmp/start$n.md"
+    before=$(load)
+    files=()
+    for r in $(seq "$rounds"); do
+        hyperfine -N --warmup 2 --runs "$runs" --export-json "$tmp/start$n-$r.json" "${cmds[@]}" >/dev/null
+        files+=("$tmp/start$n-$r.json")
+    done
+    echo "### $n secrets (load average $before before, $(load) after)"
+    echo "| command | median | rounds |"
+    echo "|---|---:|---|"
+    median_of_rounds "${files[@]}"
+    first_line 50
     cd - >/dev/null
 done
 

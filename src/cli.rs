@@ -471,7 +471,13 @@ pub fn command() -> clap::Command {
 /// container or a CI step that blanks a variable must not turn into an error.
 pub fn parse() -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
-    let cmd = ignore_empty_env(command());
+    let mut cmd = command();
+    // Walking the tree costs more than the look at the environment that usually skips it.
+    let blank = std::env::vars_os()
+        .any(|(k, v)| v.is_empty() && k.as_encoded_bytes().starts_with(b"ENVRUN_"));
+    if blank {
+        cmd = ignore_empty_env(cmd);
+    }
     let mut matches = cmd.try_get_matches()?;
     Cli::from_arg_matches_mut(&mut matches)
 }

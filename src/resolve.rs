@@ -440,34 +440,26 @@ fn fetch_secrets(
             let lookups: Vec<Lookup> = lookups.iter().cloned().collect();
             consumed.extend(backends[name].consumed_env(&lookups));
         }
-        // One thread per backend, all joined before this returns (scoped). A backend that
-        // panics is reported as failed, never silently dropped: the run must not go on
-        // without its values.
-        let answers: Vec<Answer> = std::thread::scope(|s| {
-            let handles: Vec<_> = wanted
+        // One thread per backend, all joined before this returns (scoped); a single backend
+        // (the usual case) runs on this thread, as a thread would only add its start and
+        // teardown. A backend that panics is reported as failed, never silently dropped: the
+        // run must not go on without its values.
+        let answers: Vec<Answer> = if wanted.len() == 1 {
+            wanted
                 .into_iter()
                 .map(|(name, lookups)| {
                     let backend = &backends[&name];
                     let lookups: Vec<Lookup> = lookups.into_iter().collect();
-                    let handle = s.spawn({
-                        let lookups = lookups.clone();
-                        move || backend.fetch(&lookups)
-                    });
-                    (name, lookups, handle)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(name, lookups, handle)| {
-                    let answer = handle.join().unwrap_or_else(|_| {
-                        Err(BackendError::new(
-                            "failed while fetching (it panicked: a bug in envrun, please report it)",
-                        ))
-                    });
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        backend.fetch(&lookups)
+                    }))
+                    .unwrap_or_else(|_| Err(panicked()));
                     (name, lookups, answer)
                 })
                 .collect()
-        });
+        } else {
+            fetch_concurrently(wanted, &backends)
+        };
         for (name, lookups, answer) in answers {
             match answer {
                 Ok(values) if values.len() == lookups.len() => {
@@ -497,6 +489,39 @@ fn fetch_secrets(
     }
 }
 
+/// Fetches each backend's lookups on a thread of its own, all joined before this returns.
+fn fetch_concurrently(
+    wanted: BTreeMap<String, BTreeSet<Lookup>>,
+    backends: &BTreeMap<String, Box<dyn Backend>>,
+) -> Vec<Answer> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = wanted
+            .into_iter()
+            .map(|(name, lookups)| {
+                let backend = &backends[&name];
+                let lookups: Vec<Lookup> = lookups.into_iter().collect();
+                let handle = s.spawn({
+                    let lookups = lookups.clone();
+                    move || backend.fetch(&lookups)
+                });
+                (name, lookups, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, lookups, handle)| {
+                let answer = handle.join().unwrap_or_else(|_| Err(panicked()));
+                (name, lookups, answer)
+            })
+            .collect()
+    })
+}
+
+/// What a backend that panicked while fetching is reported as.
+fn panicked() -> BackendError {
+    BackendError::new("failed while fetching (it panicked: a bug in envrun, please report it)")
+}
+
 /// Evaluates one part of the value of `var`.
 fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<Value, Failure> {
     let reference = match part {
@@ -524,23 +549,26 @@ fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<
                 params: r.params.clone(),
             };
             let backend = fetched.backends[name].as_ref();
-            let label = label(name, backend);
-            let found = match fetched.results.get(&(name.to_owned(), lookup.clone())) {
+            // Only a failure names the backend: no message is made for the usual success.
+            let label = || label(name, backend);
+            let key = (name.to_owned(), lookup);
+            let lookup = &key.1;
+            let found = match fetched.results.get(&key) {
                 Some(Ok(Some(v))) => v,
                 Some(Ok(None)) => {
                     let place = backend
-                        .looked_for(&lookup)
+                        .looked_for(lookup)
                         .map(|p| format!(": {p}"))
                         .unwrap_or_default();
                     return Err(fail(
-                        format!("not found in {label}{place}"),
-                        backend.not_found_hint(&lookup),
+                        format!("not found in {}{place}", label()),
+                        backend.not_found_hint(lookup),
                     ));
                 }
-                Some(Err(e)) => return Err(fail_with(e, &label)),
+                Some(Err(e)) => return Err(fail_with(e, &label())),
                 None => {
                     return Err(match fetched.failed.get(name) {
-                        Some(e) => fail_with(e, &label),
+                        Some(e) => fail_with(e, &label()),
                         None => fail(
                             String::from("was not fetched (a bug in envrun)"),
                             Some(String::from("please report this bug")),
@@ -550,7 +578,7 @@ fn evaluate(var: &str, part: &Part, fetched: &Fetched, ctx: &Context) -> Result<
             };
             let bytes = found
                 .select(backend, r.field.as_deref())
-                .map_err(|e| fail_with(&e, &label))?;
+                .map_err(|e| fail_with(&e, &label()))?;
             Ok(Value {
                 bytes,
                 sensitive: true,

@@ -1,5 +1,6 @@
 //! The child's environment as `NAME=VALUE\0` strings, in buffers wiped on drop.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
@@ -61,7 +62,9 @@ impl EnvBlock {
     pub fn build(env: &[(OsString, Secret)]) -> Result<EnvBlock, Error> {
         Self::check(env)?;
         let mut entries: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(env.len());
-        let mut names: Vec<&OsStr> = Vec::with_capacity(env.len());
+        // Name -> its entry: a manifest of 1,000 variables over an inherited environment
+        // would cost a million comparisons with a list.
+        let mut names: HashMap<&OsStr, usize> = HashMap::with_capacity(env.len());
         for (name, value) in env {
             let n = name.as_bytes();
             // Sized before it is filled: growth would leave unwiped copies of the value.
@@ -70,10 +73,10 @@ impl EnvBlock {
             buf.push(b'=');
             buf.extend_from_slice(value.expose());
             buf.push(0);
-            match names.iter().position(|x| *x == name.as_os_str()) {
-                Some(i) => entries[i] = buf,
+            match names.get(name.as_os_str()) {
+                Some(&i) => entries[i] = buf,
                 None => {
-                    names.push(name);
+                    names.insert(name, entries.len());
                     entries.push(buf);
                 }
             }

@@ -42,6 +42,11 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// One read's worth, and the capacity the supervisor asks for the child's stdout pipe.
 pub const CHUNK: usize = 1024 * 1024;
 
+/// The read buffer starts this small and grows (by 4, up to [`CHUNK`]) each time a read
+/// fills it: every byte of it is wiped when it is freed, so a full-size buffer would cost a
+/// quiet or short-lived child 3 MiB of page faults and wiping (read and output buffers).
+const FIRST_CHUNK: usize = 16 * 1024;
+
 /// Keystrokes are read this many at a time: a paste is rarely longer, and the pty's input
 /// queue (4 KiB) could not take more at once anyway.
 const INPUT_CHUNK: usize = 4096;
@@ -204,8 +209,8 @@ fn run(
     masks: &Masks,
 ) -> Report {
     let mut report = Report::default();
-    let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
-    let mut out = Zeroizing::new(Vec::with_capacity(CHUNK * 2));
+    let mut buf = Zeroizing::new(vec![0u8; FIRST_CHUNK]);
+    let mut out = Zeroizing::new(Vec::with_capacity(FIRST_CHUNK * 2));
     let mut deadline: Option<Instant> = None;
     loop {
         if streams.iter().all(|s| s.from.is_none()) {
@@ -296,14 +301,14 @@ fn next_timeout(streams: &[Stream], deadline: Option<Instant>, now: Instant) -> 
 fn pump_once(
     s: &mut Stream,
     masks: &Masks,
-    buf: &mut [u8],
+    buf: &mut Zeroizing<Vec<u8>>,
     out: &mut Vec<u8>,
     report: &mut Report,
 ) {
     let Some(from) = s.from.as_ref() else {
         return;
     };
-    let n = match nix::unistd::read(from, buf) {
+    let n = match nix::unistd::read(from, &mut buf[..]) {
         Ok(n) => n,
         Err(Errno::EINTR | Errno::EAGAIN) => return,
         // EOF, or an error reading our own pipe (EIO: the pty's last slave fd is closed):
@@ -326,6 +331,10 @@ fn pump_once(
         s.last_data = Instant::now();
     }
     deliver(s, out, report);
+    if n == buf.len() && n < CHUNK {
+        // A fresh buffer, not a resize: growth in place would copy what was read.
+        *buf = Zeroizing::new(vec![0u8; (n * 4).min(CHUNK)]);
+    }
 }
 
 /// Writes out held-back bytes of streams that have been silent for [`IDLE_FLUSH`].

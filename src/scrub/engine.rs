@@ -60,13 +60,28 @@ pub(super) struct Compiled {
     /// Teddy, which takes up to 64 patterns, hence several shards. Empty when there
     /// would be too many shards to beat a plain automaton scan.
     pub finders: Vec<AhoCorasick>,
-    /// When there are too many keys for the finders: a bit per hash of each anchor's
-    /// first [`GRAM_LEN`] bytes. A position whose next bytes' bit is clear cannot start
-    /// an occurrence. `None` when an anchor is shorter than that, or finders are used.
-    pub grams: Option<Box<[u64]>>,
+    /// A bit per hash of each anchor's first [`GRAM_LEN`] bytes: a position whose next
+    /// bytes' bit is clear cannot start an occurrence. The prefilter when there are too
+    /// many keys for the finders; with either, it also sorts out the positions just before
+    /// a line break (see `stream::scan`). `None` when an anchor is shorter than that.
+    pub grams: Option<Box<Grams>>,
+    /// With [`Compiled::grams`] as the prefilter, when every anchor is long enough: the
+    /// filter of every anchor's grams at offsets below a step, so the scan tests one
+    /// position per step instead of every one (see [`next_sampled_hit`]).
+    pub sampled: Option<Sampled>,
     /// The bytes an anchor can begin with: a position starting with another byte needs
     /// no walk.
     pub first: [bool; 256],
+}
+
+/// See [`Compiled::sampled`].
+pub(super) struct Sampled {
+    /// Each anchor's grams at offsets `0..step`.
+    grams: Box<Grams>,
+    /// At most the shortest anchor's length less `GRAM_LEN - 1`, so that the grams a
+    /// position can show of an anchor starting up to `step - 1` bytes before it are in
+    /// the filter.
+    step: usize,
 }
 
 /// Every occurrence of an anchor starts with an occurrence of one of these keys (or has
@@ -139,10 +154,10 @@ impl Compiled {
             build_engine(&anchors)
         };
         let finders = build_finders(&anchors);
-        let grams = if finders.is_empty() {
-            build_grams(&anchors)
-        } else {
-            None
+        let grams = build_grams(&anchors);
+        let sampled = match (&grams, finders.is_empty()) {
+            (Some(_), true) => build_sampled(&anchors),
+            _ => None,
         };
         let mut first = [false; 256];
         for anchor in &anchors {
@@ -155,6 +170,7 @@ impl Compiled {
             anchor_len,
             finders,
             grams,
+            sampled,
             first,
         }
     }
@@ -180,6 +196,7 @@ impl Compiled {
             + self.targets.len() * 8
             + self.anchor_targets.len() * 12
             + self.grams.as_ref().map_or(0, |g| g.len() * 8)
+            + self.sampled.as_ref().map_or(0, |s| s.grams.len() * 8)
     }
 
     pub fn kind(&self) -> &'static str {
@@ -272,26 +289,132 @@ fn build_finders(anchors: &[Zeroizing<Vec<u8>>]) -> Vec<AhoCorasick> {
 pub(super) const GRAM_LEN: usize = 4;
 const GRAM_BITS: u32 = 20;
 
-/// The filter's bit for the gram starting `bytes`.
-#[inline]
-pub(super) fn gram_bit(bytes: &[u8]) -> usize {
-    let g = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+/// The gram filter: a fixed size, so an index made from a `GRAM_BITS`-bit hash needs no
+/// bounds check in the scan loop.
+pub(super) type Grams = [u64; (1 << GRAM_BITS) / 64];
+
+/// The filter's bit for the gram `g` (four bytes, little-endian).
+#[inline(always)]
+fn gram_bit(g: u32) -> usize {
     (g.wrapping_mul(0x9e37_79b1) >> (32 - GRAM_BITS)) as usize
 }
 
-#[inline]
-pub(super) fn gram_hit(grams: &[u64], bytes: &[u8]) -> bool {
-    let bit = gram_bit(bytes);
-    grams[bit / 64] & (1 << (bit % 64)) != 0
+/// 1 if the gram `g` may start an anchor, else 0.
+#[inline(always)]
+fn gram_bit_set(grams: &Grams, g: u32) -> u32 {
+    let bit = gram_bit(g);
+    ((grams[bit / 64] >> (bit % 64)) & 1) as u32
 }
 
-fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<[u64]>> {
+/// Whether the gram of the first [`GRAM_LEN`] bytes of `bytes` is in the filter.
+pub(super) fn gram_hit(grams: &Grams, bytes: &[u8]) -> bool {
+    gram_bit_set(
+        grams,
+        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+    ) == 1
+}
+
+/// The first position in `q..limit` whose gram is in the filter, or `limit`. Every gram
+/// that starts before `limit` lies within `hay` (`limit + GRAM_LEN - 1 <= hay.len()`).
+///
+/// This loop is most of the cost of masking with many secrets (past the finders' key
+/// limit), so it tests eight positions per step from two 8-byte loads: eight independent
+/// hashes and lookups, one branch.
+#[inline]
+pub(super) fn next_gram_hit(grams: &Grams, hay: &[u8], mut q: usize, limit: usize) -> usize {
+    debug_assert!(limit + GRAM_LEN - 1 <= hay.len());
+    while q + 8 <= limit && q + 12 <= hay.len() {
+        let lo = u64::from_le_bytes(hay[q..q + 8].try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(hay[q + 4..q + 12].try_into().expect("8 bytes"));
+        let mut hits = 0u32;
+        for k in 0..4 {
+            hits |= gram_bit_set(grams, (lo >> (8 * k)) as u32) << k;
+            hits |= gram_bit_set(grams, (hi >> (8 * k)) as u32) << (k + 4);
+        }
+        if hits != 0 {
+            return q + hits.trailing_zeros() as usize;
+        }
+        q += 8;
+    }
+    while q < limit {
+        let g = u32::from_le_bytes([hay[q], hay[q + 1], hay[q + 2], hay[q + 3]]);
+        if gram_bit_set(grams, g) == 1 {
+            return q;
+        }
+        q += 1;
+    }
+    limit
+}
+
+/// Like [`next_gram_hit`], testing one position per `step` while that is safe: the next
+/// `step + GRAM_LEN - 1` bytes hold no line break (`nl`, the next one or the end of
+/// `hay`). An anchor that starts at `p` in `q..q + step` then shows its gram at offset
+/// `q + step - 1 - p` at `q + step - 1`, a gram of the sampled filter; only a window
+/// whose sample is in it is tested position by position. The rest of the line goes
+/// position by position.
+#[inline]
+pub(super) fn next_sampled_hit(
+    sampled: &Sampled,
+    grams: &Grams,
+    hay: &[u8],
+    mut q: usize,
+    limit: usize,
+    nl: usize,
+) -> usize {
+    let step = sampled.step;
+    let nl = nl.min(hay.len());
+    while q < limit && q + step + GRAM_LEN - 1 <= nl {
+        let a = q + step - 1;
+        let g = u32::from_le_bytes([hay[a], hay[a + 1], hay[a + 2], hay[a + 3]]);
+        if gram_bit_set(&sampled.grams, g) == 1 {
+            let end = (q + step).min(limit);
+            let hit = next_gram_hit(grams, hay, q, end);
+            if hit < end {
+                return hit;
+            }
+        }
+        q += step;
+    }
+    next_gram_hit(grams, hay, q.min(limit), limit)
+}
+
+/// The sampled filter, if every anchor is long enough for a step of 2 or more; the step
+/// shrinks so the filter stays about 6% full at most (false hits cost a window's tests).
+fn build_sampled(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Sampled> {
+    // At most 13: anchors are at most ANCHOR_LEN (16) bytes.
+    let shortest = anchors.iter().map(|a| a.len()).min()?;
+    let mut step = (shortest + 1).saturating_sub(GRAM_LEN);
+    while step > 1 && anchors.len() * step > (1 << GRAM_BITS) / 16 {
+        step -= 1;
+    }
+    if step < 2 {
+        return None;
+    }
+    let mut grams: Box<Grams> = vec![0u64; (1 << GRAM_BITS) / 64]
+        .into_boxed_slice()
+        .try_into()
+        .expect("the filter's size");
+    for anchor in anchors {
+        for w in anchor[..step + GRAM_LEN - 1].windows(GRAM_LEN) {
+            let bit = gram_bit(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            grams[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+    Some(Sampled { grams, step })
+}
+
+fn build_grams(anchors: &[Zeroizing<Vec<u8>>]) -> Option<Box<Grams>> {
     if anchors.iter().any(|a| a.len() < GRAM_LEN) {
         return None;
     }
-    let mut grams = vec![0u64; (1 << GRAM_BITS) / 64].into_boxed_slice();
+    let mut grams: Box<Grams> = vec![0u64; (1 << GRAM_BITS) / 64]
+        .into_boxed_slice()
+        .try_into()
+        .expect("the filter's size");
     for anchor in anchors {
-        let bit = gram_bit(&anchor[..GRAM_LEN]);
+        let bit = gram_bit(u32::from_le_bytes([
+            anchor[0], anchor[1], anchor[2], anchor[3],
+        ]));
         grams[bit / 64] |= 1 << (bit % 64);
     }
     Some(grams)
@@ -349,7 +472,8 @@ mod tests {
     #[test]
     fn too_many_keys_for_the_finders_get_the_gram_filter() {
         let few = compile(&[b"secretvalue"]);
-        assert!(!few.finders.is_empty() && few.grams.is_none());
+        // the finders, and the filter for the positions before a line break
+        assert!(!few.finders.is_empty() && few.grams.is_some());
         let many: Vec<Vec<u8>> = (0..600)
             .map(|i| format!("{i:04}-{}", i * 7919).into_bytes())
             .collect();

@@ -164,6 +164,10 @@ impl Scrubber {
         let mut masks: Vec<Box<[u8]>> = Vec::new();
         let mut too_short: Vec<String> = Vec::new();
         let mut total = 0usize;
+        // Hash -> the values with it, to find a repeated value without comparing each
+        // with all before it (1,000 secrets would be half a million comparisons).
+        let hasher = std::hash::RandomState::new();
+        let mut seen: std::collections::HashMap<u64, Vec<usize>> = Default::default();
         for (name, value) in secrets {
             let (name, value) = (name.as_ref(), value.as_ref());
             if forms::strip_one_newline(value).len() < min_len {
@@ -172,9 +176,13 @@ impl Scrubber {
                 }
                 continue;
             }
-            if values.iter().any(|v| v.as_slice() == value) {
+            let same_hash = seen
+                .entry(std::hash::BuildHasher::hash_one(&hasher, value))
+                .or_default();
+            if same_hash.iter().any(|&i| values[i].as_slice() == value) {
                 continue;
             }
+            same_hash.push(values.len());
             total += value.len();
             if total > MAX_TOTAL_BYTES {
                 return Err(ScrubError::TooLarge {
@@ -823,6 +831,68 @@ mod tests {
                             String::from_utf8_lossy(&out),
                             expected,
                             "width {width} column {column} pieces of {size}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_secrets_use_the_sampled_filter_and_still_mask_everywhere() {
+        // Enough secrets for more keys than the finders take: the gram filter, sampled
+        // one position in a step. Occurrences at every column, wrapped at every width,
+        // each fed in pieces, must be masked as with the position-by-position scan.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let values: Vec<Vec<u8>> = (0..300)
+            .map(|_| {
+                (0..24)
+                    .map(|_| ALNUM[next() as usize % ALNUM.len()])
+                    .collect()
+            })
+            .collect();
+        let named: Vec<(String, &[u8])> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("S{i}"), v.as_slice()))
+            .collect();
+        let sc = Arc::new(
+            Scrubber::new(named.iter().map(|(n, v)| (n.as_str(), *v)), &opts("***")).unwrap(),
+        );
+        let ctx = sc.ctx();
+        assert!(ctx.compiled.finders.is_empty() && ctx.compiled.sampled.is_some());
+        for (k, value) in values.iter().enumerate().step_by(37) {
+            let encoded = STANDARD.encode(value);
+            for column in 0..9 {
+                for width in [4, 5, 9, 64, 76, 1000] {
+                    let mut text = "- ".repeat(column / 2) + &" ".repeat(column % 2);
+                    let expected = format!("{text}*** and ***\n- .\n");
+                    text.push_str(std::str::from_utf8(value).unwrap());
+                    text.push_str(" and ");
+                    let mut col = 0;
+                    for c in encoded.chars() {
+                        if col == width {
+                            text.push('\n');
+                            col = 0;
+                        }
+                        text.push(c);
+                        col += 1;
+                    }
+                    text.push_str("\n- .\n");
+                    for size in [1, 7, 4096] {
+                        let pieces: Vec<&[u8]> = text.as_bytes().chunks(size).collect();
+                        let out = stream_in_pieces(&sc, &pieces);
+                        assert_eq!(
+                            String::from_utf8_lossy(&out),
+                            expected,
+                            "secret {k} column {column} width {width} pieces of {size}"
                         );
                     }
                 }

@@ -9,7 +9,10 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::{Automaton, StateID};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::engine::{FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, with_automaton};
+use super::engine::{
+    FINDER_KEY_LEN, FINDER_MAX_SHARDS, GRAM_LEN, gram_hit, next_gram_hit, next_sampled_hit,
+    with_automaton,
+};
 use super::forms::{Cursor, Form};
 
 /// What a stream needs from its scrubber.
@@ -272,12 +275,15 @@ fn scan<A: Automaton>(
         let limit = nl.saturating_sub(key - 1).min(end_zone);
         let at = if p >= limit || key == 1 {
             p
-        } else if let Some(grams) = &compiled.grams {
-            let mut q = p;
-            while q < limit && !gram_hit(grams, &hay[q..q + GRAM_LEN]) {
-                q += 1;
+        } else if compiled.finders.is_empty() {
+            let grams = compiled
+                .grams
+                .as_ref()
+                .expect("the prefilter when there are no finders");
+            match &compiled.sampled {
+                Some(sampled) => next_sampled_hit(sampled, grams, hay, p, limit, nl),
+                None => next_gram_hit(grams, hay, p, limit),
             }
-            q
         } else {
             let mut q = usize::MAX;
             for (finder, next) in compiled.finders.iter().zip(next_key.iter_mut()) {
@@ -299,7 +305,12 @@ fn scan<A: Automaton>(
             break;
         }
         p = at;
-        if compiled.first[usize::from(hay[p])] {
+        // Past `limit` the prefilter cannot see a key whole in the raw bytes; the gram of
+        // the next bytes other than line breaks still rules out most positions (a log has
+        // a line break every hundred bytes or so, and each would cost `key - 1` walks).
+        if compiled.first[usize::from(hay[p])]
+            && (p < limit || may_start_across_breaks(compiled, hay, p))
+        {
             let w = Walk {
                 start: p,
                 state: start,
@@ -308,6 +319,25 @@ fn scan<A: Automaton>(
         }
         p += 1;
     }
+}
+
+/// Whether an anchor may start at `p`, by the gram filter over the next [`GRAM_LEN`]
+/// bytes that are not line breaks (as the walk sees them). True without a filter, or
+/// when fewer such bytes have arrived: the walk then waits for the rest.
+fn may_start_across_breaks(compiled: &super::engine::Compiled, hay: &[u8], p: usize) -> bool {
+    let Some(grams) = &compiled.grams else {
+        return true;
+    };
+    let mut gram = [0u8; GRAM_LEN];
+    let mut n = 0;
+    for &b in hay[p..].iter().filter(|b| !is_break(**b)) {
+        gram[n] = b;
+        n += 1;
+        if n == GRAM_LEN {
+            return gram_hit(grams, &gram);
+        }
+    }
+    true
 }
 
 /// Goes on with the anchored walk `w` from `hay[from..]`: reports the anchors it
