@@ -84,10 +84,9 @@ impl MemFile {
         format!("/proc/self/fd/{}", self.file.as_raw_fd())
     }
 
-    /// Replaces the content (`on_change: signal`). A reader racing with this finds the old
-    /// or the new value; when the new one is shorter it may find the file empty (and, for a
-    /// value over one page, only its first pages). The command is told by its signal only
-    /// after this returns, and reads the whole new value then.
+    /// Replaces the content (`on_change: signal`). A reader racing with this may find the
+    /// file empty (or, for a value over one page, only its first pages); the command is
+    /// told by its signal only after this returns, and reads the whole new value then.
     pub fn replace(&self, value: &Secret) -> Result<(), Error> {
         if self.sealed {
             return Err(Error::Invalid {
@@ -104,15 +103,13 @@ impl MemFile {
                 e,
             )
         };
-        let old_len = self.file.metadata().map_err(|e| fail("fstat", e))?.len();
-        // A value as long or longer is written over the old one at once (the common case:
-        // a rotated token has the same format). A shorter one goes into an emptied file:
-        // a reader racing with this then sees nothing or the new value (the kernel grows
-        // the size only once a page's bytes are in it), never the new value followed by
-        // the end of the old one, nor the start of the old one alone.
-        if (value.len() as u64) < old_len {
-            self.file.set_len(0).map_err(|e| fail("ftruncate", e))?;
-        }
+        // Emptied first, then written in one call: the kernel sets the new size only
+        // after a page's bytes are in, so a reader racing with this sees an empty file or
+        // the whole new value (for a value over one page, possibly only its first pages);
+        // never a mix of the old and the new, nor a cut one. Writing over the old value in
+        // place would let a reader see the new bytes cut at the old length, or old and new
+        // bytes mixed (a property test caught the first).
+        self.file.set_len(0).map_err(|e| fail("ftruncate", e))?;
         self.file
             .write_all_at(value.expose(), 0)
             .map_err(|e| fail("write", e))

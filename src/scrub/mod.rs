@@ -1075,4 +1075,72 @@ mod tests {
         stream.flush(&mut out);
         assert_eq!(out, b"[A]");
     }
+
+    /// Rotations as watch mode makes them: each switch adds a value (random length, the
+    /// same long tail), lines of old and new values in random chunks around it.
+    #[test]
+    fn switching_through_many_rotations_in_random_chunks() {
+        const TAIL: &str = "CANARY-7f3e9b1c-d00d-4bad-a55e-0123456789ab";
+        let mut rng: u64 = 0x7665397724301891;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..60 {
+            let mut values: Vec<Vec<u8>> = Vec::new();
+            let mut masks: Vec<(String, crate::secret::Secret)> = Vec::new();
+            let mut add = |values: &mut Vec<Vec<u8>>,
+                           masks: &mut Vec<(String, crate::secret::Secret)>,
+                           i: usize,
+                           r: u64| {
+                let pad = format!("{:032x}", r);
+                let v = format!("r{i}:{}{TAIL}", &pad[..(r % 33) as usize]).into_bytes();
+                masks.push(("TOKEN".into(), crate::secret::Secret::from_slice(&v)));
+                values.push(v);
+            };
+            add(&mut values, &mut masks, 0, next());
+            let build = |masks: &[(String, crate::secret::Secret)]| {
+                Arc::new(
+                    Scrubber::new(
+                        masks.iter().map(|(n, v)| (n.as_str(), v.expose())),
+                        &opts("***"),
+                    )
+                    .unwrap(),
+                )
+            };
+            let mut current = build(&masks);
+            let mut stream = current.stream();
+            let mut out = Vec::new();
+            for i in 1..40 {
+                // Lines with the current value, cut into random chunks.
+                let mut text = Vec::new();
+                for _ in 0..(next() % 40) {
+                    let v = values.last().unwrap();
+                    text.extend_from_slice(b"env=");
+                    text.extend_from_slice(v);
+                    text.extend_from_slice(b" file=");
+                    text.extend_from_slice(v);
+                    text.extend_from_slice(format!(" fg=r{i}\n").as_bytes());
+                }
+                let mut at = 0;
+                while at < text.len() {
+                    let n = 1 + (next() % 600) as usize;
+                    let end = (at + n).min(text.len());
+                    stream.write(&text[at..end], &mut out);
+                    at = end;
+                }
+                add(&mut values, &mut masks, i, next());
+                current = build(&masks);
+                stream.switch(&current, &mut out);
+            }
+            stream.flush(&mut out);
+            let shown = String::from_utf8_lossy(&out);
+            for piece in TAIL.as_bytes().windows(8) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                assert!(!shown.contains(piece), "round {round}: {piece} in {shown}");
+            }
+        }
+    }
 }
