@@ -15,9 +15,13 @@ one, that no mask covered (shown before its mask was added, or read half-replace
 
 `--action both` (the default) gives half of the rotations to `signal:SIGUSR1` (the file is
 rewritten and the command signalled) and half to `restart`. Under `signal:`, the command
-reads its file only when signalled (`--reader on-signal`, the contract of that mode), or
-before every line (`--reader continuous`, also while envrun rewrites it in place). An empty
-file read (a shorter value replacing a longer one) is counted, not failed: nothing shows.
+reads its file only when signalled (`--reader on-signal`), or before every line
+(`--reader continuous`, also while envrun rewrites it). With `--acknowledge` the next
+rotation waits until the command has read the last one, which is what signal mode promises
+to serve: the README documents that a read across a replacement (a reader that reads at any
+time, or one still reading when the next change comes) can mix two values, part of which
+then matches no mask; the other modes measure how often that happens. An empty file read is
+counted, not failed: nothing shows.
 Exit status: 0 when nothing leaked, 1 when something did (the leaking or unexpected lines
 are printed), 2 on a setup failure.
 The smaller version of this check runs in CI: tests/watch.rs, rotations_at_random_moments_*.
@@ -98,7 +102,7 @@ class Output:
             return self.data.decode(errors="replace")
 
 
-def run(binary, action, reader, rotations, interval, max_gap_ms, rng):
+def run(binary, action, reader, rotations, interval, max_gap_ms, rng, acknowledge=False):
     """One envrun under `action` with `rotations` rotations; returns a result dict."""
     with tempfile.TemporaryDirectory(prefix="rotation-canary-") as d:
         set_secret(binary, d, f"g0:{CANARY}-{rng.getrandbits(64):016x}")
@@ -129,6 +133,11 @@ def run(binary, action, reader, rotations, interval, max_gap_ms, rng):
             # between its rewrite and its truncation.
             pad = f"{rng.getrandbits(128):032x}"[: rng.randint(0, 32)]
             set_secret(binary, d, f"r{i}:{pad}{CANARY}")
+            if acknowledge:
+                # The command has read this value (on its signal) before the next one.
+                seen, until = f"fg=r{i}\n", time.monotonic() + 10
+                while seen not in out.text() and time.monotonic() < until:
+                    time.sleep(0.002)
         rotated = time.monotonic() - started
         # Wait for the last value to reach the command, then stop.
         last = f"eg=r{rotations} " if action == "restart" else f"fg=r{rotations}\n"
@@ -183,9 +192,14 @@ def main():
                    help="how the command reads its file under signal:SIGUSR1 (restart: continuous)")
     p.add_argument("--interval", default="100ms", help="--watch interval")
     p.add_argument("--max-gap", type=float, default=20, help="longest pause between rotations, ms")
+    p.add_argument("--acknowledge", action="store_true",
+                   help="with --reader on-signal: rotate again only once the command has read "
+                        "the new value, as signal mode requires (README: a read across a "
+                        "replacement can mix two values)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--bin", default=os.path.join(root, "target", "debug", "envrun"))
     a = p.parse_args()
+    a.bin = os.path.abspath(a.bin)  # each run works in a directory of its own
     if not os.access(a.bin, os.X_OK):
         print(f"rotation-canary: no envrun at {a.bin}: run `cargo build` first", file=sys.stderr)
         return 2
@@ -201,8 +215,9 @@ def main():
           f"pauses 0-{a.max_gap:g} ms, {a.bin}")
     failed = False
     for action, n in plan:
-        r = run(a.bin, action, reader(action), n, a.interval, a.max_gap, rng)
-        print(f"  {action} ({reader(action)} reader): {r['rotations']} rotations in {r['seconds']:.1f} s, "
+        ack = a.acknowledge and action.startswith("signal") and reader(action) == "on-signal"
+        r = run(a.bin, action, reader(action), n, a.interval, a.max_gap, rng, ack)
+        print(f"  {action} ({reader(action)} reader{', acknowledged' if ack else ''}): {r['rotations']} rotations in {r['seconds']:.1f} s, "
               f"{r['changes']} changes reported, {r['starts']} command starts, "
               f"{r['lines']} lines ({r['bytes']} bytes) searched: "
               f"{len(r['leaks'])} leaking lines ({len(set(r['leaks']))} distinct), "
