@@ -1091,10 +1091,10 @@ mod tests {
         for round in 0..60 {
             let mut values: Vec<Vec<u8>> = Vec::new();
             let mut masks: Vec<(String, crate::secret::Secret)> = Vec::new();
-            let mut add = |values: &mut Vec<Vec<u8>>,
-                           masks: &mut Vec<(String, crate::secret::Secret)>,
-                           i: usize,
-                           r: u64| {
+            let add = |values: &mut Vec<Vec<u8>>,
+                       masks: &mut Vec<(String, crate::secret::Secret)>,
+                       i: usize,
+                       r: u64| {
                 let pad = format!("{:032x}", r);
                 let v = format!("r{i}:{}{TAIL}", &pad[..(r % 33) as usize]).into_bytes();
                 masks.push(("TOKEN".into(), crate::secret::Secret::from_slice(&v)));
