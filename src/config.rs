@@ -102,14 +102,35 @@ impl RunConfig {
             tenant,
             deadline: std::time::Instant::now() + timeout,
         };
-        let watch = crate::watch::Partial {
+        let cli_watch = crate::watch::Partial {
             interval: args.watch,
             reload_on_hup: args.reload_on_hup.then_some(true),
             on_change: args.on_change,
             stop_signal: args.stop_signal,
             stop_timeout: args.stop_timeout,
+        };
+        let watch = cli_watch.over(manifest.watch);
+        if watch.is_none() {
+            // What a change would do, with nothing to look for one: say so, rather than
+            // leave the user waiting for a restart that never comes.
+            let given: Vec<&str> = [
+                (cli_watch.on_change.is_some(), "--on-change"),
+                (cli_watch.stop_signal.is_some(), "--stop-signal"),
+                (cli_watch.stop_timeout.is_some(), "--stop-timeout"),
+                (manifest.watch.on_change.is_some(), "watch.on_change"),
+                (manifest.watch.stop_signal.is_some(), "watch.stop_signal"),
+                (manifest.watch.stop_timeout.is_some(), "watch.stop_timeout"),
+            ]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect();
+            if !given.is_empty() {
+                crate::ui::warn(&format!(
+                    "{} does nothing without --watch or --reload-on-hup (or `interval:` / `reload_on_hup:` under `watch:`)",
+                    given.join(", ")
+                ));
+            }
         }
-        .over(manifest.watch);
         Ok(RunConfig {
             argv: command,
             files,

@@ -54,6 +54,8 @@ impl Bao {
         cmd.args([
             "server",
             "-dev",
+            // Servers started at the same time race on renaming ~/.vault-token otherwise.
+            "-dev-no-store-token",
             &format!("-dev-root-token-id={ROOT}"),
             &format!("-dev-listen-address=127.0.0.1:{port}"),
         ]);
@@ -635,6 +637,7 @@ fn tls_with_the_dev_ca_and_failure_without_it() {
     cmd.args([
         "server",
         "-dev",
+        "-dev-no-store-token",
         "-dev-tls",
         &format!("-dev-tls-cert-dir={}", certs.path().display()),
         &format!("-dev-root-token-id={ROOT}"),
