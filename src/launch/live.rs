@@ -100,17 +100,7 @@ impl Live {
             .as_ref()
             .filter(|s| !s.killed)
             .map(|s| s.kill_at);
-        let due = match (self.next_tick, kill) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match due {
-            None => PollTimeout::NONE,
-            Some(t) => {
-                let ms = t.saturating_duration_since(now).as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        }
+        super::pump::until_first(self.next_tick, kill, now)
     }
 
     /// The fd that becomes readable when a running reload is done.

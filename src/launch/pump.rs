@@ -283,7 +283,12 @@ fn next_timeout(streams: &[Stream], deadline: Option<Instant>, now: Instant) -> 
         .filter(|s| s.from.is_some() && s.scrub.pending() > 0)
         .map(|s| s.last_data + IDLE_FLUSH)
         .min();
-    let due = match (idle, deadline) {
+    until_first(idle, deadline, now)
+}
+
+/// A poll timeout until the earlier of two moments; forever if neither.
+pub(super) fn until_first(a: Option<Instant>, b: Option<Instant>, now: Instant) -> PollTimeout {
+    let due = match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
