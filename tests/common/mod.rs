@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod bao;
 pub mod live;
 pub mod proxy;
 pub mod recording_proxy;
