@@ -280,13 +280,20 @@ fn run_command(
         watch,
         ..
     } = config;
+    // Only watch mode resolves again: a run without it keeps no copy of the environment
+    // nor of the values it started with.
+    let values = watch.map(|_| crate::watch::values_of(&resolved.vars));
+    let for_reloads = match watch {
+        Some(_) => inherited.clone(),
+        None => Vec::new(),
+    };
     let source = Arc::new(Source {
         manifest,
         requests,
         base_dir: ctx.base_dir,
         tenant: ctx.tenant,
         timeout,
-        inherited,
+        inherited: for_reloads,
         files,
         extra: extra
             .iter()
@@ -299,7 +306,7 @@ fn run_command(
         Some(crate::watch::OnChange::Signal(_))
     );
     // A value the kernel would refuse fails here, before any mask is built.
-    let generation = match source.prepare(resolved, seal) {
+    let generation = match source.prepare_with(inherited, resolved, seal) {
         Ok(g) => g,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
@@ -307,13 +314,8 @@ fn run_command(
         Ok(s) => s,
         Err(e) => return Err(not_started(audit.as_ref(), e)),
     };
-    let launch::Generation {
-        env,
-        files,
-        values,
-        masks,
-    } = generation;
-    let watch = watch.map(|settings| {
+    let launch::Generation { env, files, masks } = generation;
+    let watch = watch.zip(values).map(|(settings, values)| {
         let (resolving, preparing) = (Arc::clone(&source), Arc::clone(&source));
         launch::Watch {
             settings,
@@ -371,7 +373,8 @@ struct Source {
     tenant: Option<String>,
     /// Each resolution gets this long from its start.
     timeout: std::time::Duration,
-    /// envrun's environment as the command inherits it (see [`RunConfig::inherited`]).
+    /// envrun's environment as the command inherits it (see [`RunConfig::inherited`]), for
+    /// reloads; empty when nothing is watched.
     inherited: Vec<(OsString, secret::Secret)>,
     /// Variables the command gets as in-memory files (`as_file:`).
     files: std::collections::BTreeSet<String>,
@@ -406,15 +409,22 @@ impl Source {
         resolved: resolve::Resolved,
         seal: bool,
     ) -> Result<launch::Generation, Error> {
+        self.prepare_with(self.inherited.clone(), resolved, seal)
+    }
+
+    /// [`Source::prepare`] with envrun's environment given: the first launch moves it in,
+    /// reloads clone the copy kept in `self`.
+    fn prepare_with(
+        &self,
+        inherited: Vec<(OsString, secret::Secret)>,
+        resolved: resolve::Resolved,
+        seal: bool,
+    ) -> Result<launch::Generation, Error> {
         let resolve::Resolved {
             vars,
             masks,
             consumed,
         } = resolved;
-        let values: Vec<(String, secret::Secret)> = vars
-            .iter()
-            .map(|(name, value)| (name.clone(), value.bytes.clone()))
-            .collect();
         let mut files = Vec::new();
         let mut set = Vec::with_capacity(vars.len());
         for (name, value) in vars {
@@ -430,19 +440,14 @@ impl Source {
                 set.push((name, value));
             }
         }
-        let mut env = RunConfig::child_env(self.inherited.clone(), &consumed, set);
+        let mut env = RunConfig::child_env(inherited, &consumed, set);
         env.extend(
             self.extra
                 .iter()
                 .map(|(k, v)| (OsString::from(k), secret::Secret::from_slice(v.as_bytes()))),
         );
         launch::EnvBlock::check(&env)?;
-        Ok(launch::Generation {
-            env,
-            files,
-            values,
-            masks,
-        })
+        Ok(launch::Generation { env, files, masks })
     }
 }
 

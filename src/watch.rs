@@ -152,6 +152,13 @@ pub fn signal_name(signo: i32) -> String {
     }
 }
 
+/// Each variable's value (a file's content, not its path), as [`changed`] compares them.
+pub fn values_of(vars: &[(String, crate::secret::Value)]) -> Vec<(String, Secret)> {
+    vars.iter()
+        .map(|(name, value)| (name.clone(), value.bytes.clone()))
+        .collect()
+}
+
 /// The variables whose value differs between two resolutions, added and removed ones
 /// included, sorted by name. Values are compared, never shown.
 pub fn changed(old: &[(String, Secret)], new: &[(String, Secret)]) -> Vec<String> {

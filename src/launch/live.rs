@@ -25,7 +25,6 @@ use super::{EnvBlock, Generation, MemFile, Watch};
 use crate::error::Error;
 use crate::resolve::Resolved;
 use crate::scrub::Scrubber;
-use crate::secret::Secret;
 use crate::watch::{self, OnChange};
 
 /// A reload running on its thread; `done` reads end of file when it has returned.
@@ -197,11 +196,7 @@ impl Live {
     /// Compares a fresh resolution with the last one and, when something changed, grows
     /// the masks and starts what `on_change` says. Nothing is changed when this fails.
     fn apply(&mut self, resolved: Resolved) -> Result<Act, Error> {
-        let values: Vec<(String, Secret)> = resolved
-            .vars
-            .iter()
-            .map(|(name, value)| (name.clone(), value.bytes.clone()))
-            .collect();
+        let values = watch::values_of(&resolved.vars);
         let names = watch::changed(&self.watch.values, &values);
         if names.is_empty() {
             return Ok(Act::Nothing);

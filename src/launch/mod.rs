@@ -72,9 +72,6 @@ pub struct Generation {
     /// The child's whole environment (`as_file:` variables hold their files' paths).
     pub env: Vec<(OsString, Secret)>,
     pub files: Vec<MemFile>,
-    /// Each variable's resolved value (a file's content, not its path), to compare with
-    /// the next resolution.
-    pub values: Vec<(String, Secret)>,
     /// The values to mask, with the variable each belongs to.
     pub masks: Vec<(String, Secret)>,
 }
@@ -90,7 +87,7 @@ pub struct Watch {
     pub settings: crate::watch::Settings,
     pub resolve: Resolve,
     pub prepare: Prepare,
-    /// The values the child was started with ([`Generation::values`]).
+    /// The values the child was started with ([`crate::watch::values_of`]).
     pub values: Vec<(String, Secret)>,
     /// The values masked so far ([`Generation::masks`]); reloads add to them.
     pub masks: Vec<(String, Secret)>,
