@@ -66,6 +66,20 @@ pub struct Lookup {
     pub params: Vec<(String, String)>,
 }
 
+#[cfg(test)]
+impl Lookup {
+    /// A lookup of `key` with `params`, for the backends' unit tests.
+    pub fn of(key: &str, params: &[(&str, &str)]) -> Lookup {
+        Lookup {
+            key: key.into(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// What kind of failure a [`BackendError`] is: the resolver picks its hint by kind, and
 /// [`net::retry`](crate::backend) retries only the kinds that can pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -440,13 +440,7 @@ mod tests {
     }
 
     fn lookup(key: &str, params: &[(&str, &str)]) -> Lookup {
-        Lookup {
-            key: key.into(),
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        Lookup::of(key, params)
     }
 
     #[test]
